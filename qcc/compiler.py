@@ -1,0 +1,99 @@
+"""The compile driver behind ``qcc compile``, usable from Python as :func:`compile_model`.
+
+Everything that can be checked without the model (pass names, options, the output path) is
+checked before the model is read; the model is verified after loading and after the pipeline;
+the output is written atomically and checked by ``onnx.checker`` before it replaces anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+from qcc import __version__
+from qcc.errors import QccError
+from qcc.frontend import lower_model, read_model, write_model
+from qcc.pipeline import PassInvocation, PassManager, PassRecord, parse_pass_list
+
+
+@dataclasses.dataclass
+class CompileReport:
+    input: Path
+    output: Path
+    pipeline: list[PassInvocation]
+    passes: list[PassRecord]
+    nodes_before: int
+    nodes_after: int
+    bytes_written: int
+    files: list[Path]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "input": str(self.input),
+            "output": str(self.output),
+            "files": [str(f) for f in self.files],
+            "nodes_before": self.nodes_before,
+            "nodes_after": self.nodes_after,
+            "bytes_written": self.bytes_written,
+            "passes": [
+                {
+                    "name": r.name,
+                    "location": str(r.location) if r.location else None,
+                    "changed": r.changed,
+                    "stats": r.stats,
+                    "notes": r.notes,
+                    "seconds": round(r.seconds, 6),
+                    "nodes_before": r.nodes_before,
+                    "nodes_after": r.nodes_after,
+                }
+                for r in self.passes
+            ],
+        }
+
+
+def compile_model(
+    model_path: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    passes: str | None = None,
+    recipe: str | None = None,
+    verify_each: bool = False,
+    external_data: bool | None = None,
+) -> CompileReport:
+    """Read ``model_path``, run the pipeline, write ``output``; return the report."""
+    model_path, output = Path(model_path), Path(output)
+    if recipe is not None:
+        raise QccError(
+            "recipes are not supported by this version of qcc yet; use --passes",
+            path=recipe,
+        )
+    pipeline = parse_pass_list(passes) if passes else []
+    if output.suffix.lower() != ".onnx":
+        raise QccError(
+            f"cannot write {output.suffix or 'files without a suffix'}: this version of qcc "
+            "writes .onnx models only",
+            path=output,
+        )
+    if not output.parent.is_dir() and str(output.parent):
+        raise QccError(f"output directory {str(output.parent)!r} does not exist", path=output)
+
+    model = read_model(model_path)
+    model.verify()
+    before = len(model.graph)
+    records = PassManager(pipeline, verify_each=verify_each).run(model)
+    model.verify()
+    model.metadata_props["qcc.version"] = __version__
+    model.metadata_props["qcc.pipeline"] = ",".join(inv.spelled() for inv in pipeline)
+    files = write_model(lower_model(model), output, external_data=external_data)
+    return CompileReport(
+        input=model_path,
+        output=output,
+        pipeline=pipeline,
+        passes=records,
+        nodes_before=before,
+        nodes_after=len(model.graph),
+        bytes_written=sum(f.stat().st_size for f in files),
+        files=files,
+    )

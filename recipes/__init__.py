@@ -1,0 +1,1 @@
+"""Built-in recipes shipped with qcc (``qcc compile MODEL -r NAME``)."""

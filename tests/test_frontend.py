@@ -1,0 +1,259 @@
+"""ONNX in and out: exact round trips, external data, subgraphs, shape reports, atomic writes."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from qcc.errors import ModelError, QccError
+from qcc.frontend import lower_model, read_model, save_model, write_model
+from qcc.frontend import writer as writer_mod
+from qcc.ir import DType
+from tests.conftest import lift, make_model, ort_run, random_feeds
+
+F = TensorProto.FLOAT
+
+
+def conv_relu(seed: int = 0, co: int = 3) -> onnx.ModelProto:
+    rng = np.random.default_rng(seed)
+    return make_model(
+        [
+            helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+            helper.make_node("Relu", ["c"], ["y"], name="relu"),
+        ],
+        {"x": (F, [1, 2, 5, 5])},
+        {"y": (F, [1, co, 5, 5])},
+        {
+            "w": rng.standard_normal((co, 2, 3, 3)).astype(np.float32),
+            "b": rng.standard_normal(co).astype(np.float32),
+        },
+    )
+
+
+def _copy(proto: onnx.ModelProto) -> onnx.ModelProto:
+    c = onnx.ModelProto()
+    c.CopyFrom(proto)
+    return c
+
+
+def test_round_trip_is_bit_exact_and_deterministic(tmp_path):
+    proto = conv_relu()
+    src = tmp_path / "m.onnx"
+    onnx.save(proto, src)
+    m = read_model(src)
+    m.verify()
+    out1, out2 = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    save_model(m, out1)
+    save_model(read_model(src), out2)
+    assert out1.read_bytes() == out2.read_bytes()
+    feeds = random_feeds(proto)
+    for a, b in zip(ort_run(proto, feeds), ort_run(str(out1), feeds), strict=True):
+        assert a.tobytes() == b.tobytes()
+
+
+def test_float_data_and_negative_zero_survive(tmp_path):
+    vals = np.array([-0.0, np.nan, 1e-45, np.inf], np.float32)
+    t = helper.make_tensor("c", TensorProto.FLOAT, [4], vals.tolist())  # float_data, not raw
+    g = helper.make_graph(
+        [helper.make_node("Add", ["x", "c"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+        initializer=[t],
+    )
+    proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    m = lift(proto)
+    back = numpy_helper.to_array(lower_model(m).graph.initializer[0])
+    assert back.tobytes() == vals.tobytes()
+
+
+def test_unsorted_graph_loads_sorted():
+    g = helper.make_graph(
+        [
+            helper.make_node("Neg", ["a"], ["y"], name="second"),
+            helper.make_node("Relu", ["x"], ["a"], name="first"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+    )
+    m = lift(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9))
+    assert [n.name for n in m.graph] == ["first", "second"]
+    m.verify()
+
+
+def test_constant_nodes_string_and_bfloat16_tensors_round_trip():
+    bf = helper.make_tensor("bf", TensorProto.BFLOAT16, [2], [1.5, -2.0])
+    g = helper.make_graph(
+        [
+            helper.make_node(
+                "Constant", [], ["k"], value=numpy_helper.from_array(np.arange(3, dtype=np.int64))
+            ),
+            helper.make_node("Constant", [], ["s"], value_strings=["a", "é"]),
+            helper.make_node("Cast", ["bf"], ["bff"], to=TensorProto.FLOAT),
+            helper.make_node("Identity", ["k"], ["y"]),
+        ],
+        "g",
+        [],
+        [
+            helper.make_tensor_value_info("y", TensorProto.INT64, [3]),
+            helper.make_tensor_value_info("bff", TensorProto.FLOAT, [2]),
+        ],
+        initializer=[bf],
+    )
+    proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    m = lift(proto)
+    assert m.graph.initializers["bf"].dtype is DType.BFLOAT16
+    back = lower_model(m)
+    onnx.checker.check_model(back)
+    assert ort_run(back, {})[1].tolist() == [1.5, -2.0]
+    s_attr = back.graph.node[1].attribute[0]
+    assert list(s_attr.strings) == [b"a", "é".encode()]
+
+
+def test_if_subgraph_is_carried_through(tmp_path):
+    then = helper.make_graph(
+        [helper.make_node("Mul", ["h", "two"], ["t"])],
+        "then",
+        [],
+        [helper.make_tensor_value_info("t", TensorProto.FLOAT, [2])],
+    )
+    els = helper.make_graph(
+        [helper.make_node("Neg", ["h"], ["e"])],
+        "else",
+        [],
+        [helper.make_tensor_value_info("e", TensorProto.FLOAT, [2])],
+    )
+    g = helper.make_graph(
+        [
+            helper.make_node("Relu", ["x"], ["h"], name="relu"),
+            helper.make_node("If", ["cond"], ["y"], name="if", then_branch=then, else_branch=els),
+        ],
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [2]),
+            helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+        initializer=[numpy_helper.from_array(np.full(2, 2.0, np.float32), "two")],
+    )
+    proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    m = lift(proto)
+    h = m.graph.nodes[0].output
+    assert sorted(u.node.op_type for u in h.uses) == ["Mul", "Neg"]
+    assert len(m.graph.initializers["two"].uses) == 1  # read inside the then-branch
+    back = lower_model(m)
+    onnx.checker.check_model(back)
+    x = np.array([-1.0, 3.0], np.float32)
+    for cond in (True, False):
+        feeds = {"x": x, "cond": np.array(cond)}
+        assert ort_run(back, feeds)[0].tolist() == ort_run(proto, feeds)[0].tolist()
+
+
+def test_external_data_is_loaded_and_written(tmp_path):
+    proto = conv_relu(co=16)  # a weight above the 1 KiB external-data threshold
+    (tmp_path / "sub").mkdir()
+    src = tmp_path / "sub" / "m.onnx"
+    onnx.save(
+        _copy(proto), src, save_as_external_data=True, location="weights.bin", size_threshold=0
+    )
+    m = read_model(src)
+    assert m.graph.initializers["w"].const.shape == (16, 2, 3, 3)
+    out = tmp_path / "out.onnx"
+    files = save_model(m, out, external_data=True)
+    assert files == [out, tmp_path / "out.onnx.data"]
+    feeds = random_feeds(proto)
+    assert ort_run(str(out), feeds)[0].tobytes() == ort_run(proto, feeds)[0].tobytes()
+    leftovers = [p.name for p in tmp_path.iterdir() if "qcc-tmp" in p.name]
+    assert leftovers == []
+
+
+def test_large_models_switch_to_external_data(tmp_path, monkeypatch):
+    monkeypatch.setattr(writer_mod, "EXTERNAL_DATA_THRESHOLD", 100)
+    proto = conv_relu(co=16)
+    out = tmp_path / "big.onnx"
+    files = write_model(lower_model(lift(proto)), out)
+    assert [f.name for f in files] == ["big.onnx", "big.onnx.data"]
+    feeds = random_feeds(proto)
+    assert ort_run(str(out), feeds)[0].tobytes() == ort_run(proto, feeds)[0].tobytes()
+    with pytest.raises(QccError, match="above protobuf's 2 GB limit"):
+        write_model(lower_model(lift(proto)), tmp_path / "x.onnx", external_data=False)
+
+
+def test_external_data_symlink_escape_is_refused(tmp_path):
+    proto = conv_relu()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    inside = tmp_path / "model"
+    inside.mkdir()
+    onnx.save(
+        proto, outside / "m.onnx", save_as_external_data=True, location="w.bin", size_threshold=0
+    )
+    (inside / "m.onnx").write_bytes((outside / "m.onnx").read_bytes())
+    (inside / "w.bin").symlink_to(outside / "w.bin")
+    with pytest.raises(
+        ModelError,
+        match=r"points at external data 'w.bin' outside the model's directory; refusing it",
+    ):
+        read_model(inside / "m.onnx")
+
+
+def test_external_data_beyond_file_end_is_refused(tmp_path):
+    proto = conv_relu()
+    onnx.save(
+        proto, tmp_path / "m.onnx", save_as_external_data=True, location="w.bin", size_threshold=0
+    )
+    data = (tmp_path / "w.bin").read_bytes()
+    (tmp_path / "w.bin").write_bytes(data[: len(data) // 2])
+    with pytest.raises(
+        ModelError, match=r"external data range \[\d+, \d+\) lies beyond the end of 'w.bin'"
+    ):
+        read_model(tmp_path / "m.onnx")
+
+
+def test_shape_report_lists_unresolved_values(tmp_path):
+    # a custom-domain op stops ONNX shape inference; everything after it is unknown
+    g = helper.make_graph(
+        [
+            helper.make_node("Mystery", ["x"], ["m"], domain="com.example", name="mystery"),
+            helper.make_node("Relu", ["m"], ["y"], name="relu"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    proto = helper.make_model(
+        g,
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)],
+        ir_version=9,
+    )
+    onnx.save(proto, tmp_path / "m.onnx")
+    m = read_model(tmp_path / "m.onnx")
+    report = m.opaque["shape_report"]
+    assert ("m", "'mystery' (com.example::Mystery)") in report.unknown
+
+
+def test_failed_check_leaves_destination_untouched(tmp_path):
+    proto = conv_relu()
+    m = lift(proto)
+    m.graph.nodes[0].op_type = "NoSuchOp"  # passes the IR verifier, fails onnx.checker
+    dest = tmp_path / "out.onnx"
+    dest.write_bytes(b"previous")
+    with pytest.raises(ModelError, match=r"fails onnx\.checker, so nothing was written"):
+        save_model(m, dest)
+    assert dest.read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.onnx"]
+
+
+def test_interrupt_during_write_leaves_no_file(tmp_path, monkeypatch):
+    proto = conv_relu()
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(onnx.checker, "check_model", boom)
+    with pytest.raises(KeyboardInterrupt):
+        write_model(proto, tmp_path / "out.onnx")
+    assert list(tmp_path.iterdir()) == []
