@@ -8,16 +8,14 @@ absorbs Relu and Clip; TFLite's CONV_2D has fused RELU/RELU6).
 The anchor is a Conv, ConvTranspose, Gemm or MatMul whose single output feeds only the
 activation. Rules (names as in recipes, ``fuse conv-relu, conv-clip``):
 
-========================  ==================================================================
-``conv-relu``             Relu
-``conv-clip``             Clip with constant (or absent) bounds, e.g. ReLU6
-``conv-leakyrelu``        LeakyRelu
-``conv-hardswish``        HardSwish; ``x * HardSigmoid(x)`` with alpha 1/6, beta 1/2;
-                          ``x * Clip(x + 3, 0, 6) / 6`` (the Paddle export)
-``conv-hardsigmoid``      HardSigmoid
-``conv-sigmoid``          Sigmoid
-``conv-silu``             ``x * Sigmoid(x)`` (SiLU / Swish)
-========================  ==================================================================
+* ``conv-relu``: Relu
+* ``conv-clip``: Clip with constant (or absent) bounds, e.g. ReLU6
+* ``conv-leakyrelu``: LeakyRelu
+* ``conv-hardswish``: HardSwish; ``x * HardSigmoid(x)`` with alpha 1/6 and beta 1/2;
+  ``x * Clip(x + 3, 0, 6) / 6`` (the Paddle export)
+* ``conv-hardsigmoid``: HardSigmoid
+* ``conv-sigmoid``: Sigmoid
+* ``conv-silu``: ``x * Sigmoid(x)`` (SiLU / Swish)
 
 Does not fire when the anchor's output (or a value inside the pattern) has a user outside the
 pattern or is a graph output, when a Clip bound is not constant, when a pattern's constants

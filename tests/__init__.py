@@ -1,0 +1,1 @@
+"""qcc test suite."""

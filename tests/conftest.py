@@ -55,6 +55,32 @@ def lift(proto: onnx.ModelProto) -> Model:
     return lift_model(inferred)
 
 
+def run_pass(model: Model, name: str, **options):
+    """Run one pass through the pass manager (verifying the IR after it); return its record."""
+    from qcc.pipeline import PassInvocation, PassManager, get_pass
+
+    inv = PassInvocation(name, get_pass(name).bind(options))
+    (record,) = PassManager([inv], verify_each=True).run(model)
+    return record
+
+
+def ops(model: Model) -> list[str]:
+    return [n.op_type for n in model.graph]
+
+
+def assert_same_outputs(before: onnx.ModelProto, after: Model, feeds=None, rtol=0.0, atol=0.0):
+    """``after`` computes what ``before`` did (exactly, or within rtol/atol) in onnxruntime."""
+    feeds = feeds if feeds is not None else random_feeds(before)
+    ref = ort_run(before, feeds)
+    got = run_ir(after, feeds)
+    assert len(ref) == len(got)
+    for a, b in zip(ref, got, strict=True):
+        if rtol == 0 and atol == 0:
+            assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+        else:
+            np.testing.assert_allclose(b, a, rtol=rtol, atol=atol)
+
+
 def ort_session(proto: onnx.ModelProto | bytes | str | Path, optimize: bool = False):
     so = ort.SessionOptions()
     so.log_severity_level = 3

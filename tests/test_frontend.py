@@ -257,3 +257,17 @@ def test_interrupt_during_write_leaves_no_file(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         write_model(proto, tmp_path / "out.onnx")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_scalar_constants_keep_rank_zero():
+    proto = make_model(
+        [helper.make_node("Add", ["x", "s"], ["y"])],
+        {"x": (F, [])},
+        {"y": (F, [])},
+        {"s": np.array(2.5, np.float32)},
+    )
+    m = lift(proto)
+    assert m.graph.initializers["s"].shape == ()
+    back = lower_model(m)
+    assert list(back.graph.initializer[0].dims) == []
+    assert ort_run(back, {"x": np.array(1.0, np.float32)})[0].shape == ()

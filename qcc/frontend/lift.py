@@ -236,6 +236,6 @@ class _Lifter:
 
 def _readonly(arr: np.ndarray) -> np.ndarray:
     """Freshly converted arrays are owned by the IR: freeze them without copying."""
-    arr = np.ascontiguousarray(arr)
+    arr = np.require(arr, requirements="C")
     arr.flags.writeable = False
     return arr

@@ -45,7 +45,7 @@ def array_to_tensor(arr: np.ndarray, name: str) -> onnx.TensorProto:
             arr.shape,
             [s.encode("utf-8", "surrogateescape") if isinstance(s, str) else s for s in arr.flat],
         )
-    return numpy_helper.from_array(np.ascontiguousarray(arr), name)
+    return numpy_helper.from_array(np.require(arr, requirements="C"), name)
 
 
 def value_info(v: Value) -> onnx.ValueInfoProto:

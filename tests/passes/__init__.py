@@ -1,0 +1,1 @@
+"""Tests of the pass library, one file per pass."""

@@ -1,0 +1,104 @@
+"""End-to-end tier on the real models of ../shared/zoo (skipped when the zoo is not built).
+
+* The pure round trip (read, lift, lower, write) gives bit-identical onnxruntime outputs and
+  the same constants, bit for bit.
+* Each first pass leaves the FP32 outputs bit-identical, except ``fold-batchnorm``, which
+  re-rounds weights and is held to the documented tolerance (docs/passes.md):
+  ``max|out - ref| <= 1e-3 * max(1, max|ref|)``.
+* The issue's pipeline through the CLI writes a checked model, prints each pass, and gives the
+  same bytes twice.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from qcc.frontend import lower_model, read_model
+from tests.conftest import ZOO_MODELS, needs_zoo, ort_session, run_pass, zoo_feeds, zoo_model
+
+pytestmark = [pytest.mark.zoo, needs_zoo]
+
+PIPELINE = "fold-constants,eliminate-identity,fold-batchnorm,eliminate-dead-code"
+EXACT_PASSES = ["fold-constants", "eliminate-identity", "eliminate-dead-code", "fuse-activations"]
+
+
+def _outputs(model_or_path, feeds_list):
+    sess = ort_session(model_or_path)
+    return [sess.run(None, f) for f in feeds_list]
+
+
+def _tolerance_ok(ref: list[list[np.ndarray]], got: list[list[np.ndarray]]) -> str | None:
+    for r_outs, g_outs in zip(ref, got, strict=True):
+        for r, g in zip(r_outs, g_outs, strict=True):
+            assert r.shape == g.shape and r.dtype == g.dtype
+            if r.dtype.kind != "f":
+                if not np.array_equal(r, g):
+                    return "non-float output changed"
+                continue
+            bound = 1e-3 * max(1.0, float(np.abs(r).max()))
+            err = float(np.abs(r.astype(np.float64) - g).max())
+            if err > bound:
+                return f"max abs error {err:.3g} > {bound:.3g}"
+    return None
+
+
+@pytest.mark.parametrize("name", ZOO_MODELS)
+def test_round_trip_is_bit_exact(name):
+    path = zoo_model(name)
+    feeds = zoo_feeds(name)
+    m = read_model(path)
+    m.verify()
+    back = lower_model(m)
+    onnx.checker.check_model(back)
+    ref, got = _outputs(path, feeds), _outputs(back, feeds)
+    for r_outs, g_outs in zip(ref, got, strict=True):
+        for r, g in zip(r_outs, g_outs, strict=True):
+            assert r.dtype == g.dtype and r.shape == g.shape and r.tobytes() == g.tobytes()
+    orig = onnx.load(str(path))
+    assert [(n.op_type, list(n.input), list(n.output)) for n in back.graph.node] == [
+        (n.op_type, list(n.input), list(n.output)) for n in orig.graph.node
+    ]
+    a = {t.name: numpy_helper.to_array(t) for t in orig.graph.initializer}
+    b = {t.name: numpy_helper.to_array(t) for t in back.graph.initializer}
+    assert a.keys() == b.keys()
+    for k in a:
+        assert (
+            a[k].dtype == b[k].dtype
+            and a[k].shape == b[k].shape
+            and a[k].tobytes() == b[k].tobytes()
+        )
+
+
+@pytest.mark.parametrize("name", ZOO_MODELS)
+def test_each_pass_keeps_fp32_outputs(name):
+    path = zoo_model(name)
+    feeds = zoo_feeds(name)
+    ref = _outputs(path, feeds)
+    for pass_name in [*EXACT_PASSES, "fold-batchnorm"]:
+        m = read_model(path)
+        run_pass(m, pass_name)  # verifies the IR after the pass
+        got = _outputs(lower_model(m), feeds)
+        if pass_name in EXACT_PASSES:
+            for r_outs, g_outs in zip(ref, got, strict=True):
+                for r, g in zip(r_outs, g_outs, strict=True):
+                    assert r.tobytes() == g.tobytes(), f"{pass_name} changed {name}'s outputs"
+        else:
+            assert _tolerance_ok(ref, got) is None, f"{pass_name} on {name}"
+
+
+@pytest.mark.parametrize("name", ZOO_MODELS)
+def test_cli_pipeline_is_checked_close_and_deterministic(cli, tmp_path, name):
+    path = zoo_model(name)
+    a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    code, stdout, stderr = cli("compile", path, "--passes", PIPELINE, "-o", a)
+    assert code == 0, stderr
+    for i, p in enumerate(PIPELINE.split(","), 1):
+        assert f"[{i}/4] {p} (--passes)" in stdout
+    onnx.checker.check_model(str(a))
+    assert cli("compile", path, "--passes", PIPELINE, "-o", b)[0] == 0
+    assert a.read_bytes() == b.read_bytes()
+    feeds = zoo_feeds(name)
+    assert _tolerance_ok(_outputs(path, feeds), _outputs(a, feeds)) is None
