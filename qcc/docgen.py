@@ -73,10 +73,10 @@ def _rst_sections_to_markdown(text: str) -> str:
         if _LABEL.match(line):
             out.append(f"**{line.rstrip('.')}**\n")
             in_section = True
-        elif in_section and line.startswith("    "):
+        elif in_section and (line.startswith("    ") or not line.strip()):
             out.append(line[4:])
         else:
-            in_section = in_section and not line.strip() == "" and line.startswith(" ")
+            in_section = False
             out.append(line)
     return "\n".join(out).replace("``", "`")
 

@@ -56,7 +56,7 @@ def test_conv_bn_folds_into_conv(with_bias):
 
 def test_grouped_conv_transpose_bn():
     rng = np.random.default_rng(1)
-    # ConvTranspose weight [Cin, Cout/g, k, k] with g=2: output channel c reads W[:, c % 3] of its group
+    # ConvTranspose weight [Cin, Cout/g, k, k], g=2: output channel c reads W[:, c % 3] of its group
     inits = {"w": rng.standard_normal((4, 3, 2, 2)).astype(np.float32), **bn_params(6, rng)}
     proto = make_model(
         [
