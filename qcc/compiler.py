@@ -14,7 +14,7 @@ from typing import Any
 
 from qcc import __version__
 from qcc.errors import QccError
-from qcc.frontend import lower_model, read_model, write_model
+from qcc.frontend import read_model, save_model
 from qcc.pipeline import PassInvocation, PassManager, PassRecord, parse_pass_list
 
 
@@ -86,7 +86,7 @@ def compile_model(
     model.verify()
     model.metadata_props["qcc.version"] = __version__
     model.metadata_props["qcc.pipeline"] = ",".join(inv.spelled() for inv in pipeline)
-    files = write_model(lower_model(model), output, external_data=external_data)
+    files = save_model(model, output, external_data=external_data)
     return CompileReport(
         input=model_path,
         output=output,

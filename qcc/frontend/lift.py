@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import external_data_helper, numpy_helper
 
 from qcc.errors import IRError, ModelError
 from qcc.ir import Attr, AttrType, DType, Graph, Model, NameAuthority, Node, Value
@@ -73,17 +73,52 @@ def type_from_proto(v: Value, tp: onnx.TypeProto) -> None:
         v.shape = None
 
 
-def tensor_to_array(t: onnx.TensorProto) -> np.ndarray:
+def tensor_to_array(t: onnx.TensorProto, base: Path | None = None) -> np.ndarray:
+    """A TensorProto as numpy; external data is memory-mapped read-only from ``base``."""
+    if t.data_location == onnx.TensorProto.EXTERNAL:
+        return _map_external(t, base)
     arr = numpy_helper.to_array(t)
     if arr.dtype.kind in "US":
         arr = arr.astype(object)
     return arr
 
 
+def _map_external(t: onnx.TensorProto, base: Path | None) -> np.ndarray:
+    if base is None:
+        raise ValueError("external data needs the model's directory")
+    info = external_data_helper.ExternalDataInfo(t)
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(t.data_type)
+    shape = tuple(int(d) for d in t.dims)
+    count = int(np.prod(shape, dtype=np.int64))
+    if t.data_type in _PACKED:  # sub-byte types: let onnx unpack them
+        c = onnx.TensorProto()
+        c.CopyFrom(t)
+        external_data_helper.load_external_data_for_tensor(c, str(base))
+        return numpy_helper.to_array(c)
+    nbytes = count * np.dtype(dtype).itemsize
+    if info.length and int(info.length) != nbytes:
+        raise ValueError(f"external data holds {info.length} bytes, the tensor needs {nbytes}")
+    if count == 0:
+        return np.zeros(shape, dtype)
+    return np.memmap(
+        base / info.location, dtype=dtype, mode="r", offset=int(info.offset or 0), shape=shape
+    )
+
+
+_PACKED = frozenset(
+    {onnx.TensorProto.INT4, onnx.TensorProto.UINT4}
+    | {
+        getattr(onnx.TensorProto, n)
+        for n in ("FLOAT4E2M1", "INT2", "UINT2")
+        if hasattr(onnx.TensorProto, n)
+    }
+)
+
+
 def sparse_to_array(sp: onnx.SparseTensorProto) -> np.ndarray:
     """Densify a SparseTensorProto (indices either linear ``[NNZ]`` or ``[NNZ, rank]``)."""
-    values = tensor_to_array(sp.values)
-    idx = tensor_to_array(sp.indices).astype(np.int64)
+    values = numpy_helper.to_array(sp.values)
+    idx = numpy_helper.to_array(sp.indices).astype(np.int64)
     shape = tuple(sp.dims)
     dense = np.zeros(shape, dtype=values.dtype)
     if idx.ndim == 1:
@@ -98,6 +133,7 @@ class _Lifter:
         self.names = names
         self.opsets = opsets
         self.path = path
+        self.base = path.parent if path is not None else None
 
     def error(self, msg: str, node: Node | None = None, hint: str | None = None) -> ModelError:
         return ModelError(msg, path=self.path, node=node.describe() if node else None, hint=hint)
@@ -117,7 +153,7 @@ class _Lifter:
                 raise self.error(f"initializer {t.name!r}{where} is defined twice")
             v = Value(t.name)
             try:
-                v.const = _readonly(tensor_to_array(t))
+                v.const = _readonly(tensor_to_array(t, self.base))
             except Exception as e:
                 raise self.error(f"cannot read initializer {t.name!r}{where}: {e}") from None
             g.add_initializer(v)
@@ -212,7 +248,7 @@ class _Lifter:
             elif t is AttrType.STRING:
                 val = a.s.decode("utf-8", "surrogateescape")
             elif t is AttrType.TENSOR:
-                val = _readonly(tensor_to_array(a.t))
+                val = _readonly(tensor_to_array(a.t, self.base))
             elif t is AttrType.GRAPH:
                 val = self.graph(a.g, scope, parent=node.name)
             elif t is AttrType.FLOATS:
@@ -222,7 +258,7 @@ class _Lifter:
             elif t is AttrType.STRINGS:
                 val = tuple(s.decode("utf-8", "surrogateescape") for s in a.strings)
             elif t is AttrType.TENSORS:
-                val = tuple(_readonly(tensor_to_array(x)) for x in a.tensors)
+                val = tuple(_readonly(tensor_to_array(x, self.base)) for x in a.tensors)
             elif t is AttrType.GRAPHS:
                 val = tuple(self.graph(x, scope, parent=node.name) for x in a.graphs)
             else:  # sparse tensors, type protos, undefined: carried through as they are
@@ -235,7 +271,10 @@ class _Lifter:
 
 
 def _readonly(arr: np.ndarray) -> np.ndarray:
-    """Freshly converted arrays are owned by the IR: freeze them without copying."""
-    arr = np.require(arr, requirements="C")
-    arr.flags.writeable = False
+    """Freshly converted (or memory-mapped) arrays are owned by the IR: freeze them without
+    copying."""
+    if not arr.flags.c_contiguous:
+        arr = np.ascontiguousarray(arr) if arr.ndim else arr.copy()
+    if arr.flags.writeable:
+        arr.flags.writeable = False
     return arr

@@ -9,15 +9,50 @@ bit of every value.
 
 from __future__ import annotations
 
+from typing import BinaryIO
+
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
 from qcc.errors import ModelError
-from qcc.ir import Attr, AttrType, Graph, Model, Node, Value
+from qcc.ir import Attr, AttrType, DType, Graph, Model, Node, Value
 
 
-def lower_model(model: Model) -> onnx.ModelProto:
+class ExternalSink:
+    """Streams large constants into one external-data file while a model is lowered, so a
+    model above 2 GB never exists as one protobuf message. Offsets are page-aligned (onnxruntime
+    can then map the file) and deterministic."""
+
+    def __init__(self, file: BinaryIO, location: str, *, threshold: int = 1024, align: int = 4096):
+        self.file = file
+        self.location = location
+        self.threshold = threshold
+        self.align = align
+
+    def wants(self, arr: np.ndarray) -> bool:
+        return arr.dtype != object and arr.nbytes >= self.threshold
+
+    def put(self, arr: np.ndarray, name: str) -> onnx.TensorProto:
+        pad = -self.file.tell() % self.align
+        if pad:
+            self.file.write(b"\0" * pad)
+        offset = self.file.tell()
+        np.require(arr, requirements="C").tofile(self.file)
+        t = onnx.TensorProto(name=name, data_type=int(DType.from_numpy(arr.dtype)))
+        t.dims.extend(int(d) for d in arr.shape)
+        t.data_location = onnx.TensorProto.EXTERNAL
+        for k, v in (
+            ("location", self.location),
+            ("offset", str(offset)),
+            ("length", str(arr.nbytes)),
+        ):
+            t.external_data.add(key=k, value=v)
+        return t
+
+
+def lower_model(model: Model, *, sink: ExternalSink | None = None) -> onnx.ModelProto:
+    """The ModelProto of ``model``; with ``sink``, large constants go to its file."""
     mp = onnx.ModelProto()
     mp.ir_version = model.ir_version
     mp.producer_name = model.producer_name
@@ -29,7 +64,7 @@ def lower_model(model: Model) -> onnx.ModelProto:
         mp.opset_import.append(onnx.helper.make_opsetid(domain, version))
     for k, v in model.metadata_props.items():
         mp.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
-    mp.graph.CopyFrom(lower_graph(model.graph))
+    mp.graph.CopyFrom(lower_graph(model.graph, sink))
     for f in model.functions:
         mp.functions.append(f)
     for t in model.opaque.get("training_info", ()):
@@ -37,7 +72,11 @@ def lower_model(model: Model) -> onnx.ModelProto:
     return mp
 
 
-def array_to_tensor(arr: np.ndarray, name: str) -> onnx.TensorProto:
+def array_to_tensor(
+    arr: np.ndarray, name: str, sink: ExternalSink | None = None
+) -> onnx.TensorProto:
+    if sink is not None and sink.wants(arr):
+        return sink.put(arr, name)
     if arr.dtype == object:
         return onnx.helper.make_tensor(
             name,
@@ -69,10 +108,10 @@ def value_info(v: Value) -> onnx.ValueInfoProto:
     return vi
 
 
-def lower_graph(g: Graph) -> onnx.GraphProto:
+def lower_graph(g: Graph, sink: ExternalSink | None = None) -> onnx.GraphProto:
     gp = onnx.GraphProto(name=g.name, doc_string=g.doc_string)
     for v in g.initializers.values():
-        gp.initializer.append(array_to_tensor(v.const, v.name))
+        gp.initializer.append(array_to_tensor(v.const, v.name, sink))
     for v in g.inputs:
         gp.input.append(value_info(v))
     docs = g.opaque.get("output_doc", {})
@@ -82,24 +121,25 @@ def lower_graph(g: Graph) -> onnx.GraphProto:
             vi.doc_string = docs[v.name]
         gp.output.append(vi)
     for n in g:
-        gp.node.append(lower_node(n))
+        gp.node.append(lower_node(n, sink))
     return gp
 
 
-def lower_node(n: Node) -> onnx.NodeProto:
+def lower_node(n: Node, sink: ExternalSink | None = None) -> onnx.NodeProto:
     np_ = onnx.NodeProto(op_type=n.op_type, domain=n.domain, name=n.name, doc_string=n.doc_string)
     if n.overload:
         np_.overload = n.overload
     np_.input.extend(v.name if v is not None else "" for v in n.inputs)
     np_.output.extend(v.name for v in n.outputs)
     for a in n.attrs.values():
-        np_.attribute.append(lower_attr(a))
+        np_.attribute.append(lower_attr(a, sink))
     for k, val in n.meta.get("onnx_metadata_props", {}).items():
         np_.metadata_props.append(onnx.StringStringEntryProto(key=k, value=val))
     return np_
 
 
-def lower_attr(a: Attr) -> onnx.AttributeProto:
+def lower_attr(a: Attr, sink: ExternalSink | None = None) -> onnx.AttributeProto:
+    """An attribute; tensors in attributes stay inline (only subgraph constants use ``sink``)."""
     if isinstance(a.value, onnx.AttributeProto):  # opaque kinds read by the frontend
         ap = onnx.AttributeProto()
         ap.CopyFrom(a.value)
@@ -117,7 +157,7 @@ def lower_attr(a: Attr) -> onnx.AttributeProto:
     elif t is AttrType.TENSOR:
         ap.t.CopyFrom(array_to_tensor(a.value, ""))
     elif t is AttrType.GRAPH:
-        ap.g.CopyFrom(lower_graph(a.value))
+        ap.g.CopyFrom(lower_graph(a.value, sink))
     elif t is AttrType.FLOATS:
         ap.floats.extend(a.value)
     elif t is AttrType.INTS:
@@ -127,7 +167,7 @@ def lower_attr(a: Attr) -> onnx.AttributeProto:
     elif t is AttrType.TENSORS:
         ap.tensors.extend(array_to_tensor(x, "") for x in a.value)
     elif t is AttrType.GRAPHS:
-        ap.graphs.extend(lower_graph(x) for x in a.value)
+        ap.graphs.extend(lower_graph(x, sink) for x in a.value)
     else:
         raise ModelError(f"cannot write attribute {a.name!r} of type {t.name}")
     return ap

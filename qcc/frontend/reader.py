@@ -7,8 +7,10 @@ Order of work, chosen so that bad input fails early and cheaply:
 3. run ONNX shape inference on the still-small proto (external tensors are not loaded yet, so
    this also works for models above 2 GB) and remember which values it could not type;
 4. check every external-data reference (relative, inside the model's directory after resolving
-   symlinks, within the file) and only then load the data;
-5. lift to the IR (:mod:`qcc.frontend.lift`), which reports dangling inputs and cycles.
+   symlinks, within the file);
+5. lift to the IR (:mod:`qcc.frontend.lift`), which reports dangling inputs and cycles and
+   memory-maps external tensors straight into read-only numpy arrays, so a model above 2 GB is
+   never held in a protobuf message (protobuf cannot serialize one) nor copied.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def read_model(path: str | os.PathLike[str]) -> Model:
     proto = load_proto(p)
     check_opsets(proto, p)
     proto, report = infer_shapes(proto)
-    load_external_data(proto, p)
+    check_external_data(proto, p)
     model = lift_model(proto, path=p)
     model.opaque["shape_report"] = report
     _fill_shape_report(model, report)
@@ -145,17 +147,12 @@ def _fill_shape_report(model: Model, report: ShapeReport) -> None:
                 report.partial.append((v.name, node.describe()))
 
 
-def load_external_data(proto: onnx.ModelProto, path: Path) -> None:
-    """Validate every external-data reference, then load the data into ``proto``."""
+def check_external_data(proto: onnx.ModelProto, path: Path) -> None:
+    """Validate every external-data reference before anything is read through it."""
     base = path.parent.resolve()
-    tensors = [
-        t
-        for t in external_data_helper._get_all_tensors(proto)
-        if t.data_location == onnx.TensorProto.EXTERNAL
-    ]
-    if not tensors:
-        return
-    for t in tensors:
+    for t in external_data_helper._get_all_tensors(proto):
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            continue
         info = external_data_helper.ExternalDataInfo(t)
         loc = info.location
         what = f"tensor {t.name!r}" if t.name else "a tensor"
@@ -185,7 +182,3 @@ def load_external_data(proto: onnx.ModelProto, path: Path) -> None:
                 f"of {loc!r} ({size} bytes)",
                 path=path,
             )
-    try:
-        external_data_helper.load_external_data_for_model(proto, str(base))
-    except Exception as e:  # defensive: onnx re-checks and may refuse with its own message
-        raise ModelError(f"cannot load external data: {e}", path=path) from None

@@ -1,0 +1,1 @@
+"""Quantization core: schemes (and, with the quantization passes, observers and parameters)."""
