@@ -10,7 +10,6 @@ from qcc.frontend.lower import lower_model
 from qcc.frontend.reader import MAX_OPSET, MIN_OPSET, ShapeReport, read_model
 from qcc.frontend.writer import save_model, write_model
 
-
 __all__ = [
     "MAX_OPSET",
     "MIN_OPSET",
