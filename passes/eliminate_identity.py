@@ -28,14 +28,17 @@ from qcc.pipeline import PassContext, PassResult, register_pass
 _SAME_SHAPE_OPS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Expand")
 
 
-@register_pass("eliminate-identity")
+@register_pass("eliminate-identity", selectable=True)
 def eliminate_identity(graph: Graph, ctx: PassContext) -> PassResult:
-    """Remove Identity, inference Dropout, same-type Cast, identity Transpose and no-op reshapes."""
+    """Remove Identity, inference Dropout, same-type Cast, identity Transpose and no-op reshapes.
+
+    With ``on``/``exclude``, only the selected nodes are considered.
+    """
     result = PassResult()
     removed: collections.Counter[str] = collections.Counter()
     kept_for_output = 0
     for node in graph:
-        if node.domain:
+        if node.domain or not ctx.selected(node):
             continue
         x = _passthrough_input(node)
         if x is None:

@@ -37,16 +37,18 @@ from qcc.ir import Graph, Node, Value, constant_value, derived_origin
 from qcc.pipeline import PassContext, PassResult, register_pass
 
 
-@register_pass("fold-batchnorm")
+@register_pass("fold-batchnorm", selectable=True)
 def fold_batchnorm(graph: Graph, ctx: PassContext, *, standalone: bool = True) -> PassResult:
     """Fold BatchNormalization into the preceding Conv, ConvTranspose, Gemm or MatMul.
+
+    With ``on``/``exclude``, only the selected BatchNormalization nodes are rewritten.
 
     Options:
         standalone: rewrite a BatchNormalization that cannot be folded as Mul + Add.
     """
     result = PassResult()
     for bn in graph:
-        if bn.op_type != "BatchNormalization" or bn.domain:
+        if bn.op_type != "BatchNormalization" or bn.domain or not ctx.selected(bn):
             continue
         params = _bn_params(bn)
         if params is None:

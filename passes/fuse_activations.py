@@ -134,9 +134,12 @@ RULES: dict[str, Callable[[Value, list[Node]], tuple[Node, ...] | None]] = {
 }
 
 
-@register_pass("fuse-activations")
+@register_pass("fuse-activations", positional="rules", selectable=True)
 def fuse_activations(graph: Graph, ctx: PassContext, *, rules: tuple[str, ...] = ()) -> PassResult:
     """Mark Conv/ConvTranspose/Gemm/MatMul + activation groups so no quantizer splits them.
+
+    In a recipe the rules may be given bare (``fuse-activations conv-relu, conv-clip``); with
+    ``on``/``exclude``, only groups whose anchor is selected are marked.
 
     Options:
         rules: which patterns to mark (conv-relu, conv-clip, conv-leakyrelu, conv-hardswish,
@@ -154,6 +157,8 @@ def fuse_activations(graph: Graph, ctx: PassContext, *, rules: tuple[str, ...] =
     counts: collections.Counter[str] = collections.Counter()
     for node in graph:
         if node.domain or node.op_type not in ANCHORS or len(node.outputs) != 1:
+            continue
+        if not ctx.selected(node):
             continue
         if fusion_group(node) is not None:
             result.stats["already-fused"] = result.stats.get("already-fused", 0) + 1

@@ -1,14 +1,18 @@
 """The ``qcc`` command line (click for parsing, rich for output).
 
-Subcommands: ``compile``, ``passes``, ``inspect``. Exit status is the same everywhere:
-0 success, 1 a check failed, 2 bad input or internal error (130 when interrupted). Errors are
-one short message on stderr; ``--debug`` adds the traceback.
+Subcommands: ``compile``, ``check``, ``fmt``, ``passes``, ``inspect``. Exit status is the
+same everywhere: 0 success, 1 a check ran and said no (``qcc check`` found problems in the
+recipe, ``qcc fmt --check`` would reformat), 2 bad input or internal error (130 when
+interrupted). Errors are one short message on stderr (recipe problems: ``file:line:col:
+error[CODE]``, the source line and a caret); ``--format json`` prints them as JSON on stdout;
+``--debug`` adds the traceback.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import traceback
 from collections import Counter
@@ -28,16 +32,67 @@ from qcc.errors import ExitCode, QccError
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
+FORMAT = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Output format (json: the report or the diagnostics as JSON on stdout).",
+)
+DEFINES = click.option(
+    "-D",
+    "defines",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Override a recipe variable (repeatable).",
+)
 
-def _run(fn: Callable[[], int | None], debug: bool) -> None:
-    """Run a command body, mapping every failure to a one-screen message and exit code."""
+
+def _error_json(e: QccError) -> dict[str, Any]:
+    from qcc.recipe.diagnostics import RecipeError
+
+    if isinstance(e, RecipeError):
+        diags = [d.to_json() for d in e.diagnostics]
+    else:
+        d: dict[str, Any] = {"severity": "error", "code": type(e).__name__, "message": e.message}
+        if e.path:
+            d["file"] = e.path
+        if e.node:
+            d["node"] = e.node
+        if e.hint:
+            d["help"] = e.hint
+        diags = [d]
+    return {"ok": False, "diagnostics": diags}
+
+
+def _run(
+    fn: Callable[[], int | None],
+    debug: bool,
+    fmt: str = "text",
+    recipe_exit: ExitCode | None = None,
+) -> None:
+    """Run a command body, mapping every failure to a one-screen message and exit code.
+
+    ``recipe_exit`` overrides the exit code of recipe diagnostics (``qcc check`` uses 1).
+    """
+    from qcc.recipe.diagnostics import RecipeError
+
     try:
         code = fn() or ExitCode.OK
     except QccError as e:
-        err.print(f"[bold red]error:[/] {escape(e.render())}")
+        if fmt == "json":
+            out.print_json(json.dumps(_error_json(e)))
+        elif isinstance(e, RecipeError):
+            err.print(escape(e.render()))
+        else:
+            err.print(f"[bold red]error:[/] {escape(e.render())}")
         if debug:
             err.print(escape("".join(traceback.format_exception(e))))
         code = e.exit_code
+        if isinstance(e, RecipeError) and recipe_exit is not None:
+            unreadable = all(d.code == "E203" for d in e.diagnostics)
+            code = ExitCode.BAD_INPUT if unreadable else recipe_exit
     except KeyboardInterrupt:
         err.print("[bold red]interrupted[/]: nothing was written")
         code = 130
@@ -50,6 +105,16 @@ def _run(fn: Callable[[], int | None], debug: bool) -> None:
             err.print(escape("".join(traceback.format_exception(e))))
         code = ExitCode.BAD_INPUT
     sys.exit(int(code))
+
+
+def _parse_defines(defines: tuple[str, ...]) -> dict[str, str]:
+    out_: dict[str, str] = {}
+    for d in defines:
+        name, eq, value = d.partition("=")
+        if not eq or not name:
+            raise QccError(f"-D {d}: write -D NAME=VALUE")
+        out_[name.strip()] = value
+    return out_
 
 
 class _Ctx:
@@ -79,33 +144,37 @@ def main(ctx: click.Context, debug: bool, verbose: int) -> None:
 @main.command("compile")
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Output file.")
-@click.option("-r", "--recipe", help="Recipe file (or the name of a built-in recipe).")
+@click.option("-r", "--recipe", help="Recipe file, or the name of a built-in recipe.")
+@DEFINES
 @click.option(
     "--passes",
     "passes",
     metavar="LIST",
-    help="Comma-separated passes to run in order, e.g. 'fold-constants,fold-batchnorm' "
-    "(options: 'fold-constants{max-bytes=1024}').",
+    help="Comma-separated passes to run in order instead of a recipe, e.g. "
+    "'fold-constants,fold-batchnorm' (options: 'fold-constants{max-bytes=1024}').",
 )
 @click.option("--verify-each", is_flag=True, help="Verify the IR after every pass.")
+@click.option("--explain", is_flag=True, help="Show which nodes each selector matched.")
 @click.option(
     "--external-data/--no-external-data",
     default=None,
     help="Write tensors to OUTPUT.data (default: only above 2 GB).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@FORMAT
 @click.pass_obj
 def compile_cmd(
     obj: _Ctx,
     model: Path,
     output: Path,
     recipe: str | None,
+    defines: tuple[str, ...],
     passes: str | None,
     verify_each: bool,
+    explain: bool,
     external_data: bool | None,
-    as_json: bool,
+    fmt: str,
 ) -> None:
-    """Compile MODEL through a pipeline of passes and write the result to OUTPUT."""
+    """Compile MODEL with a recipe (or a pass list) and write the result to OUTPUT."""
 
     def body() -> int:
         from qcc.compiler import compile_model
@@ -115,40 +184,150 @@ def compile_cmd(
             output,
             passes=passes,
             recipe=recipe,
+            defines=_parse_defines(defines),
             verify_each=verify_each,
             external_data=external_data,
         )
-        if as_json:
+        if fmt == "json":
             out.print_json(json.dumps(report.to_json()))
         else:
-            _print_compile_report(report)
+            _print_compile_report(report, explain)
         return ExitCode.OK
 
-    _run(body, obj.debug)
+    _run(body, obj.debug, fmt)
 
 
 def _fmt_stats(stats: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in stats.items())
 
 
-def _print_compile_report(report) -> None:
+def _where(loc) -> str:
+    from qcc.recipe.resolve import display_path
+
+    if loc is None:
+        return ""
+    if not loc.line:
+        return f" ({loc.file})"
+    return f" ({display_path(loc.file)}:{loc.line}:{loc.column})"
+
+
+def _print_compile_report(report, explain: bool) -> None:
     """One line per pass (grep-friendly in build logs), then a summary line."""
     out.print(f"[bold]qcc compile[/] {escape(str(report.input))}: {report.nodes_before} nodes")
     n = len(report.passes)
-    for i, r in enumerate(report.passes, 1):
-        where = f" ({r.location})" if r.location else ""
+    for i, (r, inv) in enumerate(zip(report.passes, report.pipeline, strict=True), 1):
         status = "[green]changed[/]" if r.changed else "no change"
         what = [_fmt_stats(r.stats)] if r.stats else []
         what += r.notes[:3] + ([f"(+{len(r.notes) - 3} more)"] if len(r.notes) > 3 else [])
         detail = f": {escape('; '.join(what))}" if what else ""
         out.print(
-            f"  [{i}/{n}] [bold]{r.name}[/]{escape(where)} {status}{detail} "
+            f"  [{i}/{n}] [bold]{r.name}[/]{escape(_where(r.location))} {status}{detail} "
             f"[dim]({r.nodes_before} -> {r.nodes_after} nodes, {r.seconds * 1000:.1f} ms)[/]"
         )
+        if explain:
+            clauses = []
+            if inv.on is not None:
+                clauses.append(f"on {inv.on}")
+            if inv.exclude is not None:
+                clauses.append(f"exclude {inv.exclude}")
+            if r.selected is not None:
+                out.print(
+                    f"      {escape(' '.join(clauses))} selected {len(r.selected)} nodes: "
+                    + escape(", ".join(r.selected))
+                )
+            for sel, nodes in r.overridden:
+                listing = escape(", ".join(nodes))
+                out.print(f"      where {escape(sel)} matched {len(nodes)} nodes: {listing}")
+            for note in r.notes[3:]:
+                out.print(f"      {escape(note)}")
     out.print(
         f"wrote {escape(str(report.output))}: {report.nodes_before} -> {report.nodes_after} "
         f"nodes, {report.bytes_written / 1e6:.2f} MB"
     )
+
+
+# --------------------------------------------------------------------------- check and fmt
+
+
+@main.command("check")
+@click.argument("recipe")
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also check the selectors against this model.",
+)
+@DEFINES
+@FORMAT
+@click.pass_obj
+def check_cmd(
+    obj: _Ctx, recipe: str, model_path: Path | None, defines: tuple[str, ...], fmt: str
+) -> None:
+    """Check RECIPE without compiling: syntax, passes, options, variables, selectors.
+
+    Exit 0 when the recipe is valid, 1 when it has problems, 2 when a file cannot be read.
+    """
+
+    def body() -> int:
+        from qcc.frontend import read_model
+        from qcc.recipe.resolve import load_recipe
+
+        model = None
+        if model_path is not None:
+            model = read_model(model_path)
+            model.verify()
+        r = load_recipe(recipe, defines=_parse_defines(defines), model=model, require_pipeline=None)
+        if fmt == "json":
+            data = {
+                "ok": True,
+                "diagnostics": [],
+                "recipe": r.name,
+                "pipeline": [
+                    {"pass": inv.name, "spelled": inv.spelled(), "location": str(inv.location)}
+                    for inv in r.pipeline
+                ],
+            }
+            out.print_json(json.dumps(data))
+        else:
+            out.print(f"{escape(recipe)}: ok")
+            out.print(escape(r.describe()), end="")
+        return ExitCode.OK
+
+    _run(body, obj.debug, fmt, recipe_exit=ExitCode.CHECK_FAILED)
+
+
+@main.command("fmt")
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--check", "check_only", is_flag=True, help="Exit 1 if the file is not formatted.")
+@click.option("--write", is_flag=True, help="Rewrite the file in place.")
+@click.pass_obj
+def fmt_cmd(obj: _Ctx, recipe: Path, check_only: bool, write: bool) -> None:
+    """Print RECIPE in canonical form (comments kept)."""
+
+    def body() -> int:
+        from qcc.recipe.fmt import format_recipe
+        from qcc.recipe.parser import parse_recipe
+
+        try:
+            text = recipe.read_text(encoding="utf-8")
+        except OSError as e:
+            raise QccError(f"cannot read the recipe: {e.strerror}", path=recipe) from None
+        formatted = format_recipe(parse_recipe(text, str(recipe)))
+        if check_only:
+            if formatted != text:
+                err.print(f"{escape(str(recipe))}: would reformat")
+                return ExitCode.CHECK_FAILED
+            return ExitCode.OK
+        if write:
+            if formatted != text:
+                tmp = recipe.with_name(f".{recipe.name}.qcc-tmp")
+                tmp.write_text(formatted, encoding="utf-8")
+                os.replace(tmp, recipe)
+            return ExitCode.OK
+        out.print(escape(formatted), end="")
+        return ExitCode.OK
+
+    _run(body, obj.debug)
 
 
 # --------------------------------------------------------------------------- passes
@@ -156,21 +335,24 @@ def _print_compile_report(report) -> None:
 
 @main.command("passes")
 @click.argument("name", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@FORMAT
 @click.pass_obj
-def passes_cmd(obj: _Ctx, name: str | None, as_json: bool) -> None:
+def passes_cmd(obj: _Ctx, name: str | None, fmt: str) -> None:
     """List every registered pass with its options, or show the help of NAME."""
 
     def body() -> int:
         from qcc.pipeline import all_passes, get_pass
 
         infos = [get_pass(name)] if name else all_passes()
-        if as_json:
+        if fmt == "json":
             data = [
                 {
                     "name": p.name,
                     "summary": p.summary,
                     "help": p.description,
+                    "positional": p.positional.replace("_", "-") if p.positional else None,
+                    "selectable": p.selectable,
+                    "overridable": p.overridable,
                     "options": [
                         {
                             "name": o.flag,
@@ -208,7 +390,7 @@ def passes_cmd(obj: _Ctx, name: str | None, as_json: bool) -> None:
         out.print(table)
         return ExitCode.OK
 
-    _run(body, obj.debug)
+    _run(body, obj.debug, fmt)
 
 
 def _jsonable(v: Any) -> Any:
@@ -226,10 +408,10 @@ def _jsonable(v: Any) -> Any:
 
 @main.command("inspect")
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@FORMAT
 @click.option("--all-unknown", is_flag=True, help="List every value of unknown shape.")
 @click.pass_obj
-def inspect_cmd(obj: _Ctx, model: Path, as_json: bool, all_unknown: bool) -> None:
+def inspect_cmd(obj: _Ctx, model: Path, fmt: str, all_unknown: bool) -> None:
     """Show MODEL's inputs, outputs, opsets, op histogram and unresolved shapes."""
 
     def body() -> int:
@@ -257,7 +439,7 @@ def inspect_cmd(obj: _Ctx, model: Path, as_json: bool, all_unknown: bool) -> Non
             "shape_inference_error": report.error,
             "unknown_shapes": [{"value": v, "node": n} for v, n in report.unknown],
         }
-        if as_json:
+        if fmt == "json":
             out.print_json(json.dumps(info))
             return ExitCode.OK
         out.print(f"[bold]{escape(str(model))}[/]")
@@ -297,7 +479,7 @@ def inspect_cmd(obj: _Ctx, model: Path, as_json: bool, all_unknown: bool) -> Non
             out.print("shape inference resolved every value")
         return ExitCode.OK
 
-    _run(body, obj.debug)
+    _run(body, obj.debug, fmt)
 
 
 def _vinfo(v) -> dict[str, str]:

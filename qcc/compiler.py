@@ -1,20 +1,23 @@
 """The compile driver behind ``qcc compile``, usable from Python as :func:`compile_model`.
 
-Everything that can be checked without the model (pass names, options, the output path) is
-checked before the model is read; the model is verified after loading and after the pipeline;
-the output is written atomically and checked by ``onnx.checker`` before it replaces anything.
+Everything that can be checked without the model (the recipe or ``--passes`` list, pass names
+and options, the output path) is checked before the model is read; the recipe's selectors are
+checked against the model right after it is read; the model is verified after loading and
+after the pipeline; the output is written atomically and checked by ``onnx.checker`` before
+it replaces anything.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from qcc import __version__
 from qcc.errors import QccError
-from qcc.frontend import read_model, save_model
+from qcc.frontend import convert_opset, read_model, save_model
 from qcc.pipeline import PassInvocation, PassManager, PassRecord, parse_pass_list
 
 
@@ -22,6 +25,7 @@ from qcc.pipeline import PassInvocation, PassManager, PassRecord, parse_pass_lis
 class CompileReport:
     input: Path
     output: Path
+    recipe: str | None
     pipeline: list[PassInvocation]
     passes: list[PassRecord]
     nodes_before: int
@@ -33,6 +37,7 @@ class CompileReport:
         return {
             "input": str(self.input),
             "output": str(self.output),
+            "recipe": self.recipe,
             "files": [str(f) for f in self.files],
             "nodes_before": self.nodes_before,
             "nodes_after": self.nodes_after,
@@ -47,6 +52,8 @@ class CompileReport:
                     "seconds": round(r.seconds, 6),
                     "nodes_before": r.nodes_before,
                     "nodes_after": r.nodes_after,
+                    "selected": r.selected,
+                    "overridden": [{"where": w, "nodes": n} for w, n in r.overridden],
                 }
                 for r in self.passes
             ],
@@ -59,37 +66,58 @@ def compile_model(
     *,
     passes: str | None = None,
     recipe: str | None = None,
+    defines: Mapping[str, str] | None = None,
     verify_each: bool = False,
     external_data: bool | None = None,
 ) -> CompileReport:
-    """Read ``model_path``, run the pipeline, write ``output``; return the report."""
+    """Read ``model_path``, run the recipe (or pass list), write ``output``; return the report."""
+    from qcc.recipe.resolve import check_selectors, load_recipe
+
     model_path, output = Path(model_path), Path(output)
-    if recipe is not None:
-        raise QccError(
-            "recipes are not supported by this version of qcc yet; use --passes",
-            path=recipe,
-        )
-    pipeline = parse_pass_list(passes) if passes else []
+    if recipe is not None and passes is not None:
+        raise QccError("give either a recipe (-r) or a pass list (--passes), not both")
+    if defines and recipe is None:
+        raise QccError("-D sets recipe variables; it needs a recipe (-r)")
+    resolved = load_recipe(recipe, defines=defines) if recipe is not None else None
+    if resolved is not None:
+        pipeline = resolved.pipeline
+        target = resolved.target
+        if target.backend != "onnx":
+            raise QccError(
+                f"the {target.backend} target is not available in this version of qcc; "
+                "use target onnx",
+                path=recipe,
+            )
+    else:
+        pipeline = parse_pass_list(passes) if passes else []
+        target = None
     if output.suffix.lower() != ".onnx":
         raise QccError(
             f"cannot write {output.suffix or 'files without a suffix'}: this version of qcc "
             "writes .onnx models only",
             path=output,
         )
-    if not output.parent.is_dir() and str(output.parent):
+    if str(output.parent) and not output.parent.is_dir():
         raise QccError(f"output directory {str(output.parent)!r} does not exist", path=output)
 
     model = read_model(model_path)
     model.verify()
+    if resolved is not None:
+        check_selectors(resolved, model)
+    if target is not None and target.opset is not None:
+        model = convert_opset(model, target.opset)
     before = len(model.graph)
     records = PassManager(pipeline, verify_each=verify_each).run(model)
     model.verify()
     model.metadata_props["qcc.version"] = __version__
+    if resolved is not None:
+        model.metadata_props["qcc.recipe"] = resolved.name or Path(resolved.path).stem
     model.metadata_props["qcc.pipeline"] = ",".join(inv.spelled() for inv in pipeline)
     files = save_model(model, output, external_data=external_data)
     return CompileReport(
         input=model_path,
         output=output,
+        recipe=str(recipe) if recipe is not None else None,
         pipeline=pipeline,
         passes=records,
         nodes_before=before,

@@ -37,7 +37,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from qcc.errors import PassError, QccError
-from qcc.ir import Graph, Model, created_by
+from qcc.ir import Graph, Model, Node, created_by
+from qcc.select import Selector
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +76,28 @@ class PassResult:
 
 @dataclasses.dataclass
 class PassContext:
-    """What a pass may know besides its graph: the model and the invocation."""
+    """What a pass may know besides its graph: the model, the invocation, and (for passes
+    registered ``selectable``) the nodes the recipe selected with ``on``/``exclude``, and (for
+    ``overridable`` passes) the per-selector option overrides of ``where`` clauses."""
 
     model: Model
     pass_name: str
     location: SourceLocation | None = None
     log: logging.Logger = log
+    selection: frozenset[int] | None = None  # ids of selected nodes; None means every node
+    overrides: tuple[tuple[frozenset[int], Mapping[str, Any]], ...] = ()
+
+    def selected(self, node: Node) -> bool:
+        return self.selection is None or id(node) in self.selection
+
+    def options_for(self, node: Node, defaults: Mapping[str, Any]) -> dict[str, Any]:
+        """``defaults`` with the overrides of every ``where`` clause matching ``node`` applied
+        in recipe order (a later clause wins)."""
+        out = dict(defaults)
+        for ids, opts in self.overrides:
+            if id(node) in ids:
+                out.update(opts)
+        return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +125,14 @@ class OptionInfo:
     def convert(self, raw: Any) -> Any:
         """Convert a recipe or command-line value to the option's type (PassError if it can't)."""
         t = self.type
+        if (
+            isinstance(t, type)
+            and not issubclass(t, enum.Enum)
+            and t not in (bool, int, float, str)
+        ):
+            if isinstance(raw, t):  # a resolved object such as a QuantScheme
+                return raw
+            raise PassError(f"option {self.flag!r} expects {self.type_name()}, got {raw!r}")
         try:
             if t is bool:
                 if isinstance(raw, bool):
@@ -151,12 +176,20 @@ class OptionInfo:
 
 @dataclasses.dataclass(frozen=True)
 class PassInfo:
-    """A registered pass."""
+    """A registered pass.
+
+    ``positional`` names the option a bare recipe argument sets (``fuse-activations conv-relu``);
+    ``selectable`` passes honour ``on``/``exclude`` (``ctx.selected``); ``overridable`` passes
+    honour ``where`` clauses (``ctx.options_for``).
+    """
 
     name: str
     fn: Callable[..., PassResult]
     options: tuple[OptionInfo, ...]
     doc: str
+    positional: str | None = None
+    selectable: bool = False
+    overridable: bool = False
 
     @property
     def summary(self) -> str:
@@ -192,7 +225,13 @@ _REGISTRY: dict[str, PassInfo] = {}
 _LOADED = False
 
 
-def register_pass(name: str) -> Callable[[Callable[..., PassResult]], Callable[..., PassResult]]:
+def register_pass(
+    name: str,
+    *,
+    positional: str | None = None,
+    selectable: bool = False,
+    overridable: bool = False,
+) -> Callable[[Callable[..., PassResult]], Callable[..., PassResult]]:
     """Register ``fn`` as the pass ``name`` (kebab-case). A duplicate name is an error."""
     if not re.fullmatch(r"[a-z][a-z0-9]*(-[a-z0-9]+)*", name):
         raise ValueError(f"pass name {name!r} must be kebab-case")
@@ -200,7 +239,11 @@ def register_pass(name: str) -> Callable[[Callable[..., PassResult]], Callable[.
     def deco(fn: Callable[..., PassResult]) -> Callable[..., PassResult]:
         if name in _REGISTRY:
             raise ValueError(f"pass {name!r} is registered twice ({_REGISTRY[name].fn.__module__})")
-        _REGISTRY[name] = PassInfo(name, fn, _options_of(fn), inspect.getdoc(fn) or "")
+        options = _options_of(fn)
+        if positional is not None and positional not in {o.name for o in options}:
+            raise ValueError(f"pass {name!r}: positional option {positional!r} does not exist")
+        doc = inspect.getdoc(fn) or ""
+        _REGISTRY[name] = PassInfo(name, fn, options, doc, positional, selectable, overridable)
         return fn
 
     return deco
@@ -271,20 +314,34 @@ def _did_you_mean(word: str, choices: Sequence[str]) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class PassInvocation:
-    """One step of a pipeline: a pass name, its converted options, where it was asked for."""
+    """One step of a pipeline: a pass name, its converted options, where it was asked for,
+    and (from recipes) the node selection and per-selector overrides."""
 
     name: str
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     location: SourceLocation | None = None
+    on: Selector | None = None
+    exclude: Selector | None = None
+    overrides: tuple[tuple[Selector, Mapping[str, Any]], ...] = ()
 
     def spelled(self) -> str:
-        if not self.options:
-            return self.name
-        opts = " ".join(f"{k.replace('_', '-')}={_spell(v)}" for k, v in self.options.items())
-        return f"{self.name}{{{opts}}}"
+        text = self.name
+        if self.options:
+            opts = " ".join(f"{k.replace('_', '-')}={_spell(v)}" for k, v in self.options.items())
+            text += f"{{{opts}}}"
+        if self.on is not None:
+            text += f" on {self.on}"
+        if self.exclude is not None:
+            text += f" exclude {self.exclude}"
+        for sel, opts in self.overrides:
+            body = " ".join(f"{k.replace('_', '-')}={_spell(v)}" for k, v in opts.items())
+            text += f" where {sel} {{ {body} }}"
+        return text
 
 
 def _spell(v: Any) -> str:
+    if hasattr(v, "recipe_text"):  # resolved objects (schemes) print as the recipe names them
+        return v.recipe_text()
     if isinstance(v, enum.Enum):
         return str(v.value)
     if isinstance(v, bool):
@@ -335,7 +392,7 @@ def parse_pass_list(text: str, *, origin: str = "--passes") -> list[PassInvocati
 
 @dataclasses.dataclass
 class PassRecord:
-    """One line of the compile report."""
+    """One line of the compile report (``selected`` and ``overridden`` feed ``--explain``)."""
 
     name: str
     location: SourceLocation | None
@@ -345,6 +402,8 @@ class PassRecord:
     seconds: float
     nodes_before: int
     nodes_after: int
+    selected: list[str] | None = None
+    overridden: list[tuple[str, list[str]]] = dataclasses.field(default_factory=list)
 
 
 class PassManager:
@@ -370,8 +429,29 @@ class PassManager:
             graph: Graph = model.graph
             before = len(graph)
             ctx = PassContext(model=model, pass_name=inv.name, location=inv.location)
+            selected: list[str] | None = None
+            overridden: list[tuple[str, list[str]]] = []
             t0 = time.perf_counter()
             try:
+                if inv.on is not None or inv.exclude is not None:
+                    nodes = inv.on.evaluate(graph) if inv.on is not None else list(graph)
+                    if inv.exclude is not None:
+                        dropped = {id(n) for n in inv.exclude.evaluate(graph)}
+                        nodes = [n for n in nodes if id(n) not in dropped]
+                    if not nodes:
+                        raise PassError(
+                            "its node selection matches no node of the graph as it is now"
+                        )
+                    ctx.selection = frozenset(id(n) for n in nodes)
+                    selected = [n.describe() for n in nodes]
+                over = []
+                for sel, opts in inv.overrides:
+                    nodes = sel.evaluate(graph)
+                    if not nodes:
+                        raise PassError(f"where {sel} matches no node of the graph as it is now")
+                    over.append((frozenset(id(n) for n in nodes), opts))
+                    overridden.append((str(sel), [n.describe() for n in nodes]))
+                ctx.overrides = tuple(over)
                 with created_by(inv.name):
                     result = info.fn(graph, ctx, **inv.options)
                 if not isinstance(result, PassResult):
@@ -395,6 +475,8 @@ class PassManager:
                     seconds,
                     before,
                     len(graph),
+                    selected,
+                    overridden,
                 )
             )
             log.info(

@@ -68,7 +68,7 @@ def test_compile_reports_each_pass_and_matches_fp32(cli, model_file, tmp_path):
 
 def test_compile_json_report(cli, model_file, tmp_path):
     code, stdout, _ = cli(
-        "compile", model_file, "--passes", PIPE, "-o", tmp_path / "o.onnx", "--json"
+        "compile", model_file, "--passes", PIPE, "-o", tmp_path / "o.onnx", "--format", "json"
     )
     assert code == 0
     rep = json.loads(stdout)
@@ -246,7 +246,7 @@ def test_output_suffix_and_directory_are_checked(cli, model_file, tmp_path):
 
 
 def test_passes_lists_every_pass_with_options(cli):
-    code, stdout, _ = cli("passes", "--json")
+    code, stdout, _ = cli("passes", "--format", "json")
     assert code == 0
     data = {p["name"]: p for p in json.loads(stdout)}
     for name in (
@@ -286,7 +286,7 @@ def test_inspect_shows_io_ops_and_unknown_shapes(cli, tmp_path):
     )
     p = tmp_path / "m.onnx"
     onnx.save(m, p)
-    code, stdout, _ = cli("inspect", p, "--json")
+    code, stdout, _ = cli("inspect", p, "--format", "json")
     assert code == 0
     info = json.loads(stdout)
     assert info["inputs"] == [{"name": "x", "type": "float32[N,3]"}]

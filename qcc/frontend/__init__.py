@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from qcc.frontend.lift import lift_model
 from qcc.frontend.lower import lower_model
+from qcc.frontend.opset import convert_opset
 from qcc.frontend.reader import MAX_OPSET, MIN_OPSET, ShapeReport, read_model
 from qcc.frontend.writer import save_model, write_model
 
@@ -14,6 +15,7 @@ __all__ = [
     "MAX_OPSET",
     "MIN_OPSET",
     "ShapeReport",
+    "convert_opset",
     "lift_model",
     "lower_model",
     "read_model",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Callable
 from typing import Any
 
 
@@ -49,11 +50,9 @@ class ObserverParam:
     name: str
     type: type
     default: Any
-    check: str  # a Python expression over ``v`` documenting and enforcing the valid range
+    valid: Callable[[Any], bool]
+    range_text: str  # the valid range, for messages and docs
     help: str
-
-    def valid(self, v: Any) -> bool:
-        return bool(eval(self.check, {}, {"v": v}))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,26 +68,43 @@ OBSERVERS: dict[str, ObserverKind] = {
         ObserverKind("minmax", (), "the smallest and largest value seen"),
         ObserverKind(
             "moving_average",
-            (ObserverParam("momentum", float, 0.01, "0 < v <= 1", "weight of each new batch"),),
+            (
+                ObserverParam(
+                    "momentum",
+                    float,
+                    0.01,
+                    lambda v: 0 < v <= 1,
+                    "0 < momentum <= 1",
+                    "weight of each new batch",
+                ),
+            ),
             "exponential moving average of each batch's min and max",
         ),
         ObserverKind(
             "percentile",
             (
                 ObserverParam(
-                    "p", float, 99.99, "50 <= v <= 100", "percentile of |x| kept in range"
+                    "p", float, 99.99, lambda v: 50 <= v <= 100, "50 <= p <= 100", "percentile kept"
                 ),
             ),
             "clip the range at a percentile of the value histogram",
         ),
         ObserverKind(
             "entropy",
-            (ObserverParam("bins", int, 2048, "v >= 128", "histogram bins"),),
+            (
+                ObserverParam(
+                    "bins", int, 2048, lambda v: v >= 128, "bins >= 128", "histogram bins"
+                ),
+            ),
             "the range minimizing the KL divergence of the quantized histogram (TensorRT's method)",
         ),
         ObserverKind(
             "mse",
-            (ObserverParam("bins", int, 2048, "v >= 128", "histogram bins"),),
+            (
+                ObserverParam(
+                    "bins", int, 2048, lambda v: v >= 128, "bins >= 128", "histogram bins"
+                ),
+            ),
             "the range minimizing the mean squared quantization error",
         ),
     )
@@ -117,6 +133,9 @@ class QuantScheme:
     axis: int | None = None  # per-channel axis; None means the op's output-channel axis
     observer: ObserverSpec = ObserverSpec("minmax")
     reduce_range: bool = False  # 7-bit weights, for CPUs without VNNI (see ARITHMETIC.md)
+
+    def recipe_text(self) -> str:
+        return self.name
 
     def __str__(self) -> str:
         parts = [self.dtype.value]

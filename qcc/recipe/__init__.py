@@ -1,0 +1,1 @@
+"""The recipe language (``recipe.q``): grammar, located AST, resolution and diagnostics."""
