@@ -26,11 +26,11 @@ twice changes nothing). Works on the main graph only.
 from __future__ import annotations
 
 import collections
+import enum
 from collections.abc import Callable
 
 import numpy as np
 
-from qcc.errors import PassError
 from qcc.ir import FusionGroup, Graph, Node, Value, constant_value, fusion_group
 from qcc.pipeline import PassContext, PassResult, register_pass
 
@@ -122,6 +122,18 @@ def _hardswish(x: Value, users: list[Node]) -> tuple[Node, ...] | None:
     )
 
 
+class Rule(enum.Enum):
+    """The patterns ``fuse-activations`` knows (its ``rules`` option)."""
+
+    CONV_HARDSWISH = "conv-hardswish"
+    CONV_SILU = "conv-silu"
+    CONV_RELU = "conv-relu"
+    CONV_CLIP = "conv-clip"
+    CONV_LEAKYRELU = "conv-leakyrelu"
+    CONV_HARDSIGMOID = "conv-hardsigmoid"
+    CONV_SIGMOID = "conv-sigmoid"
+
+
 RULES: dict[str, Callable[[Value, list[Node]], tuple[Node, ...] | None]] = {
     # order matters: the multi-node patterns are tried before their single-node prefixes
     "conv-hardswish": _hardswish,
@@ -135,7 +147,7 @@ RULES: dict[str, Callable[[Value, list[Node]], tuple[Node, ...] | None]] = {
 
 
 @register_pass("fuse-activations", positional="rules", selectable=True)
-def fuse_activations(graph: Graph, ctx: PassContext, *, rules: tuple[str, ...] = ()) -> PassResult:
+def fuse_activations(graph: Graph, ctx: PassContext, *, rules: tuple[Rule, ...] = ()) -> PassResult:
     """Mark Conv/ConvTranspose/Gemm/MatMul + activation groups so no quantizer splits them.
 
     In a recipe the rules may be given bare (``fuse-activations conv-relu, conv-clip``); with
@@ -145,14 +157,8 @@ def fuse_activations(graph: Graph, ctx: PassContext, *, rules: tuple[str, ...] =
         rules: which patterns to mark (conv-relu, conv-clip, conv-leakyrelu, conv-hardswish,
             conv-hardsigmoid, conv-sigmoid, conv-silu); empty means all.
     """
-    import difflib
-
-    for r in rules:
-        if r not in RULES:
-            close = difflib.get_close_matches(r, list(RULES), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise PassError(f"unknown fusion rule {r!r}{hint} (rules: {', '.join(RULES)})")
-    active = [(name, fn) for name, fn in RULES.items() if not rules or name in rules]
+    wanted = {r.value for r in rules}
+    active = [(name, fn) for name, fn in RULES.items() if not wanted or name in wanted]
     result = PassResult()
     counts: collections.Counter[str] = collections.Counter()
     for node in graph:

@@ -32,6 +32,7 @@ import logging
 import pkgutil
 import re
 import time
+import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -119,7 +120,9 @@ class OptionInfo:
             return "|".join(m.value if isinstance(m.value, str) else m.name for m in t)
         if typing.get_origin(t) is tuple:
             (inner, *_) = typing.get_args(t)
-            return f"list of {inner.__name__}"
+            return f"list of {OptionInfo(self.name, inner, None).type_name()}"
+        if getattr(t, "__name__", "") == "QuantScheme":
+            return "scheme"
         return getattr(t, "__name__", str(t))
 
     def convert(self, raw: Any) -> Any:
@@ -162,6 +165,13 @@ class OptionInfo:
                         or (isinstance(raw, str) and raw == m.name.lower())
                     ):
                         return m
+                words = [str(m.value) for m in t]
+                close = difflib.get_close_matches(str(raw), words, n=1)
+                if close:
+                    raise PassError(
+                        f"option {self.flag!r} expects {self.type_name()}, got {raw!r}; "
+                        f"did you mean {close[0]!r}?"
+                    )
                 raise ValueError
             if typing.get_origin(t) is tuple:
                 (inner, *_) = typing.get_args(t)
@@ -260,6 +270,9 @@ def _options_of(fn: Callable[..., Any]) -> tuple[OptionInfo, ...]:
         if p.default is inspect.Parameter.empty:
             raise ValueError(f"pass option {p.name!r} of {fn.__name__} needs a default")
         t = hints.get(p.name, type(p.default))
+        args = typing.get_args(t)
+        if typing.get_origin(t) in (typing.Union, types.UnionType) and type(None) in args:
+            (t,) = [a for a in args if a is not type(None)]  # Optional[X]: X, default None
         opts.append(OptionInfo(p.name, t, p.default, helps.get(p.name.replace("_", "-"), "")))
     return tuple(opts)
 

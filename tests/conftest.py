@@ -148,3 +148,11 @@ needs_zoo = pytest.mark.skipif(
     not ZOO_MODELS,
     reason=f"the model zoo is not built at {ZOO} (run ../shared/zoo/build.sh or set QCC_ZOO)",
 )
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        help="rewrite the expected output of golden tests instead of comparing",
+    )

@@ -2,9 +2,10 @@
 
 Canonical form: two-space indentation; one statement per line; a blank line before every
 block statement (calibration, pipeline, target) and between statements of different kinds;
-arguments as ``a, b, key = value``; settings as ``key value`` (``key = value`` in target
-blocks); short blocks without comments on one line; strings with ``\\`` and ``"`` escaped;
-numbers in Python's shortest round-trip form; selectors with the fewest parentheses.
+arguments as ``a, b, key = value`` (in source order); settings as ``key value`` (``key =
+value`` in target blocks); short blocks without comments on one line; strings with ``\\`` and
+``"`` escaped; numbers in Python's shortest round-trip form; selectors with the fewest
+parentheses.
 
 Each comment stays attached to the item whose line it precedes or ends. Formatting is
 idempotent and the output parses to the same AST (spans aside), which the tests check on
@@ -49,9 +50,9 @@ def value(v: A.Value | A.Block) -> str:
 
 
 def args(items: tuple[A.Arg, ...]) -> str:
-    pos = [value(a) for a in items if not isinstance(a, A.KwArg)]
-    kw = [f"{a.name} = {value(a.value)}" for a in items if isinstance(a, A.KwArg)]
-    return ", ".join(pos + kw)
+    return ", ".join(
+        f"{a.name} = {value(a.value)}" if isinstance(a, A.KwArg) else value(a) for a in items
+    )
 
 
 def selector(s: Selector) -> str:
@@ -102,10 +103,15 @@ class _Printer:
         self.lines: list[str] = []
 
     def leading(self, line: int, indent: str) -> None:
-        """Emit the comments that come before source line ``line``."""
+        """Emit the comments that come before source line ``line``, keeping one blank line
+        where the source had a gap after a comment (a file's header block, say)."""
         while self.i < len(self.comments) and self.comments[self.i].line < line:
-            self.lines.append(indent + self.comments[self.i].text)
+            c = self.comments[self.i]
+            self.lines.append(indent + c.text)
             self.i += 1
+            nxt = self.comments[self.i].line if self.i < len(self.comments) else line
+            if min(nxt, line) > c.line + 1 and line < 10**9:
+                self.lines.append("")
 
     def emit(self, text: str, end_line: int) -> None:
         """Emit ``text``; a comment ending the source line ``end_line`` stays on it."""
@@ -191,7 +197,8 @@ def format_recipe(rf: A.RecipeFile) -> str:
                 p.block(f"target {st.backend} ", st.block, "", equals=True)
         elif isinstance(st, A.Pipeline):
             header = "pipeline " + (f"{st.name} " if st.name else "")
-            p.emit(header + "{", st.span.line)
+            first = st.steps[0].span.line if st.steps else st.span.end_line
+            p.emit(header + "{", st.span.line if first > st.span.line else -1)
             for step in st.steps:
                 p.step(step, "  ")
             p.leading(st.span.end_line, "  ")

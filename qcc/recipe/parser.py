@@ -145,7 +145,7 @@ class _Build(Transformer):
         return A.Calibration(c[0], span=self._span(meta))
 
     def target(self, meta, c):
-        return A.Target(str(c[0]), c[1], span=self._span(meta))
+        return A.Target(str(c[0]), c[1] if len(c) > 1 else None, span=self._span(meta))
 
     def scheme(self, meta, c):
         return A.Scheme(str(c[0]), tuple(c[1:]), span=self._span(meta))
@@ -193,7 +193,7 @@ class _Build(Transformer):
         return ("exclude", c[0])
 
     def where(self, meta, c):
-        return A.Where(c[0], c[1] or (), span=self._span(meta))
+        return A.Where(c[0], c[1] if len(c) > 1 and c[1] else (), span=self._span(meta))
 
     def block(self, meta, c):
         return A.Block(tuple(c), span=self._span(meta))
@@ -279,7 +279,7 @@ class _Build(Transformer):
     def sel_call(self, meta, c):
         fn = str(c[0])
         args = [a for a in c[1:] if a is not None]
-        text = f"{fn}(...)"
+        text = f"{fn}({', '.join(_sel_arg_text(k, v) for k, v in args)})"
         sel = self._selector(fn, args, text)
         object.__setattr__(sel, "where", self._span(meta))
         return sel
@@ -321,6 +321,21 @@ class _Build(Transformer):
         )
 
 
+def _sel_arg_text(kind: str, v) -> str:
+    """A selector argument as written (so an unbuildable selector still formats back)."""
+
+    def q(s: str) -> str:
+        return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    if kind == "glob":
+        return q(v)
+    if kind == "regex":
+        return "~" + q(v)
+    if kind == "list":
+        return "[" + ", ".join(q(x) for x in v) + "]"
+    return v
+
+
 def _selector_help() -> str:
     return "selectors are " + "; ".join([*SELECTOR_FUNCTIONS.values(), "all"])
 
@@ -346,6 +361,8 @@ SYNTAX_EXAMPLES: dict[str, list[str]] = {
     ],
     "a statement starts with recipe, include, let, calibration, scheme, pipeline or target": [
         "fold-constants",
+        "recipe r\nfold-constants",
+        "let a = 1\nfold-constants max-bytes = 3",
         "pipelines { }",
         "x = 1",
     ],
@@ -362,29 +379,36 @@ def _syntax_diagnostic(e: UnexpectedInput, text: str, file: str) -> Diagnostic:
                 "E101", "unterminated string", span, "close it with '\"' on the same line"
             )
         return Diagnostic("E102", f"unexpected character {ch!r}", span)
-    if isinstance(e, UnexpectedEOF) or (isinstance(e, UnexpectedToken) and e.token.type == "$END"):
+    label = None
+    if isinstance(e, UnexpectedToken):
+        try:
+            label = e.match_examples(
+                lambda s: _lark().parse(s, start="start"), SYNTAX_EXAMPLES, use_accepts=True
+            )
+        except Exception:  # match_examples re-parses examples; never let that mask the error
+            label = None
+    at_end = isinstance(e, UnexpectedEOF) or (
+        isinstance(e, UnexpectedToken) and e.token.type == "$END"
+    )
+    if at_end:
         last = text.rstrip().splitlines()
         ln = max(1, len(last))
         cl = len(last[-1]) + 1 if last else 1
+        end_span = A.Span(file, ln, cl, ln, cl + 1)
+        if label:
+            return Diagnostic("E100", f"unexpected end of file: {label}", end_span)
         return Diagnostic(
-            "E103",
-            "unexpected end of file: a '{', '(' or '[' is not closed",
-            A.Span(file, ln, cl, ln, cl + 1),
+            "E103", "unexpected end of file: a '{', '(' or '[' is not closed", end_span
         )
     assert isinstance(e, UnexpectedToken)
     tok = e.token
     span = A.Span(
         file, tok.line, tok.column, tok.end_line or tok.line, tok.end_column or tok.column + 1
     )
-    label = None
-    try:
-        label = e.match_examples(
-            lambda s: _lark().parse(s, start="start"), SYNTAX_EXAMPLES, use_accepts=True
-        )
-    except Exception:  # match_examples re-parses examples; never let that mask the real error
-        label = None
     shown = "end of line" if tok.type == "_NL" else repr(str(tok))
     expected = _expected(e)
+    if str(tok) in _KEYWORDS and "NAME" in (e.accepts or e.expected):
+        return Diagnostic("E100", f"{shown} is a keyword and cannot be used as a name", span)
     if label:
         return Diagnostic("E100", f"unexpected {shown}: {label}", span)
     return Diagnostic(
@@ -392,11 +416,32 @@ def _syntax_diagnostic(e: UnexpectedInput, text: str, file: str) -> Diagnostic:
     )
 
 
+_KEYWORDS = {
+    "recipe",
+    "include",
+    "let",
+    "calibration",
+    "scheme",
+    "pipeline",
+    "target",
+    "use",
+    "on",
+    "exclude",
+    "where",
+}
+
 _TOKEN_NAMES = {
     "NAME": "a name",
     "STRING": "a string",
     "INT": "an integer",
     "FLOAT": "a number",
+    "SIZE": "a size (224x224)",
+    "VAR": "a $variable",
+    "VBAR": "'|'",
+    "AMPERSAND": "'&'",
+    "MINUS": "'-'",
+    "SLASH": "'/'",
+    "TILDE": "'~'",
     "_NL": "end of line",
     "LBRACE": "'{'",
     "RBRACE": "'}'",

@@ -35,6 +35,32 @@ from qcc.select import Selector
 
 BUILTIN_PACKAGE = "qcc.recipes"
 
+# The settings each block accepts (used for checking and for docs/recipes.md).
+CALIBRATION_SETTINGS = {
+    "data": "a path or glob of .npy/.npz files or image folders, relative to the recipe file, "
+    'or "pkg.module:function" naming a callable that returns the samples',
+    "preprocess": "a block of image preprocessing settings (below), for image data",
+    "samples": "how many samples to use (default: all), drawn with the seed",
+    "batch": "samples per onnxruntime run during calibration (default 1)",
+    "seed": "seed of the sample draw (default 0)",
+}
+PREPROCESS_SETTINGS = {
+    "resize": "WxH, or one size for a square (224x224)",
+    "layout": "NCHW (default) or NHWC",
+    "scale": "multiply pixel values by this (1/255)",
+    "mean": "per-channel mean subtracted after scaling ([0.485, 0.456, 0.406])",
+    "std": "per-channel standard deviation divided by after the mean",
+    "color": "rgb (default), bgr or gray",
+}
+TARGET_SETTINGS = {
+    "onnx": {
+        "format": "qdq (default): QuantizeLinear/DequantizeLinear pairs onnxruntime fuses; "
+        "qoperator: QLinearConv and friends",
+        "opset": "convert the model to this ai.onnx opset before the pipeline runs",
+    },
+    "tflite": {"io": "float32 (default) or int8 graph inputs and outputs"},
+}
+
 
 # --------------------------------------------------------------------------- results
 
@@ -81,6 +107,7 @@ class Recipe:
     calibration: CalibrationConfig | None
     target: TargetConfig
     sources: Sources
+    named: list[str] = dataclasses.field(default_factory=list)  # named pipelines
 
     def describe(self, relative_to: str | None = None) -> str:
         """A stable, human-readable dump (``qcc check`` prints it; golden tests compare it)."""
@@ -104,6 +131,8 @@ class Recipe:
         if self.schemes:
             lines.append("schemes:")
             lines += [f"  {k} = {v}" for k, v in self.schemes.items()]
+        if self.named:
+            lines.append("named pipelines: " + ", ".join(self.named))
         lines.append("pipeline:")
         if not self.pipeline:
             lines.append("  (empty)")
@@ -202,7 +231,7 @@ class _Resolver:
     def load(self, path: Path, stack: tuple[Path, ...], at: A.Span | None) -> None:
         real = path.resolve()
         if real in stack:
-            chain = " -> ".join(str(p) for p in (*stack[stack.index(real) :], real))
+            chain = " -> ".join(display_path(str(p)) for p in (*stack[stack.index(real) :], real))
             self.error("E201", f"include cycle: {chain}", at)
             return
         if real in self.loaded:
@@ -383,6 +412,7 @@ class _Resolution:
             calibration=calibration,
             target=target,
             sources=self.r.sources,
+            named=list(self.pipelines),
         )
 
     # -- definitions
@@ -467,7 +497,7 @@ class _Resolution:
                 v.span,
                 _did_you_mean(v.name, list(self.lets)) or _defined(self.lets),
             )
-            return A.Ident("__undefined__", span=v.span)
+            return A.Ident(_UNDEFINED, span=v.span)
         if isinstance(v, A.List):
             return dataclasses.replace(v, items=tuple(self.subst(x) for x in v.items))
         if isinstance(v, A.Call):
@@ -828,6 +858,8 @@ class _Resolution:
 
     def convert(self, info: PassInfo, opt, node: A.Value) -> Any:
         node = self.subst(node)
+        if _mentions_undefined(node):
+            return _FAIL  # the undefined variable is already reported
         if opt.type is QuantScheme:
             if isinstance(node, A.Ident) and node.name in self.schemes:
                 return self.schemes[node.name]
@@ -874,7 +906,7 @@ class _Resolution:
     # -- calibration and target
     def calibration_config(self) -> CalibrationConfig | None:
         block = self.calibration.block
-        allowed = {"data", "preprocess", "samples", "batch", "seed"}
+        allowed = set(CALIBRATION_SETTINGS)
         fields: dict[str, Any] = {}
         for s in self._settings(block, allowed, "calibration", "E600"):
             v = s.value
@@ -928,7 +960,7 @@ class _Resolution:
         fields["data"] = full
 
     def preprocess(self, block: A.Block) -> Preprocess | None:
-        allowed = {"resize", "layout", "scale", "mean", "std", "color"}
+        allowed = set(PREPROCESS_SETTINGS)
         fields: dict[str, Any] = {}
         ok = True
         for s in self._settings(block, allowed, "preprocess", "E600"):
@@ -1016,7 +1048,7 @@ class _Resolution:
         t = self.target
         if t is None:
             return TargetConfig()
-        backends = {"onnx": {"format", "opset"}, "tflite": {"io"}}
+        backends = {k: set(v) for k, v in TARGET_SETTINGS.items()}
         if t.backend not in backends:
             self.err(
                 "E700",
@@ -1059,6 +1091,15 @@ class _Resolution:
 
 
 _FAIL = object()
+_UNDEFINED = "$undefined"  # cannot come from the parser: '$' is not a name character
+
+
+def _mentions_undefined(v: A.Value) -> bool:
+    if isinstance(v, A.Ident):
+        return v.name == _UNDEFINED
+    if isinstance(v, A.List):
+        return any(_mentions_undefined(x) for x in v.items)
+    return False
 
 
 def _kind(v: A.Value) -> str:

@@ -118,9 +118,7 @@ def test_rules_option_selects_patterns_and_rejects_unknown_ones():
     assert groups(m) == []
     run_pass(m, "fuse-activations", rules="conv-relu,conv-clip")
     assert groups(m) == [("conv-clip", ["Conv", "Clip"])]
-    with pytest.raises(
-        PassError, match=r"unknown fusion rule 'conv-rleu'; did you mean 'conv-relu'\?"
-    ):
+    with pytest.raises(PassError, match=r"got 'conv-rleu'; did you mean 'conv-relu'\?"):
         run_pass(m, "fuse-activations", rules="conv-rleu")
 
 

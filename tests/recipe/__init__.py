@@ -1,0 +1,1 @@
+"""Tests of the recipe language: parser, resolver, formatter, diagnostics, CLI."""

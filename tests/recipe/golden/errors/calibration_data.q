@@ -1,0 +1,2 @@
+calibration { data "missing/*.npy" }
+pipeline { fold-constants }

@@ -1,0 +1,5 @@
+calibration {
+  samples 10
+  sede 3
+}
+pipeline { fold-constants }

@@ -1,0 +1,2 @@
+pipeline { fold-constants }
+pipeline { eliminate-dead-code }

@@ -1,0 +1,2 @@
+include "inc/cycle_b.q"
+pipeline { fold-constants }

@@ -1,0 +1,2 @@
+include "inc/nowhere.q"
+pipeline { fold-constants }

@@ -1,0 +1,1 @@
+let samples 256

@@ -1,0 +1,2 @@
+recipe nothing
+let a = 1

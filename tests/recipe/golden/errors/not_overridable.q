@@ -1,0 +1,3 @@
+pipeline {
+  fold-batchnorm where op(Conv) { standalone = false }
+}

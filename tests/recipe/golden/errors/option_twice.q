@@ -1,0 +1,3 @@
+pipeline {
+  fold-constants max-bytes = 1, max-bytes = 2
+}

@@ -1,0 +1,2 @@
+scheme w = int9 symmetric
+pipeline { fold-constants }

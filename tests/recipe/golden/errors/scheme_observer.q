@@ -1,0 +1,2 @@
+scheme a = uint8 observer percentil(99)
+pipeline { fold-constants }

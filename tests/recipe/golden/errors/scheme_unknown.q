@@ -1,0 +1,4 @@
+scheme w8 = int8 symmetric
+pipeline {
+  test-observe weights = w9
+}

@@ -1,0 +1,2 @@
+scheme w = int8 symetric
+pipeline { fold-constants }

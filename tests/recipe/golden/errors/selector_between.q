@@ -1,0 +1,4 @@
+# model: digits
+pipeline {
+  fold-batchnorm on between(["input"], ["logit"])
+}

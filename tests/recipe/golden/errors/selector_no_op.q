@@ -1,0 +1,4 @@
+# model: digits
+pipeline {
+  fuse-activations on op(Cnov)
+}

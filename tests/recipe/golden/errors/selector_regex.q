@@ -1,0 +1,3 @@
+pipeline {
+  fold-batchnorm on name(~"conv(")
+}

@@ -1,0 +1,2 @@
+pipeline { fold-constants }
+target onnx { format = qdqq }

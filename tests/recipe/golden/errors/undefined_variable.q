@@ -1,0 +1,4 @@
+let limit = 1024
+pipeline {
+  fold-constants max-bytes = $limt
+}

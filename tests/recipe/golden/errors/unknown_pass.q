@@ -1,0 +1,4 @@
+pipeline {
+  fold-constants
+  fold-batchnrom
+}

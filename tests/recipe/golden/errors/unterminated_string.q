@@ -1,0 +1,2 @@
+let path = "calib/*.npy
+pipeline { fold-constants }

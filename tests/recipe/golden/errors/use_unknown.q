@@ -1,0 +1,4 @@
+pipeline cleanup { fold-constants }
+pipeline {
+  use claenup
+}

@@ -1,0 +1,3 @@
+pipeline {
+  test-observe where op(Conv) samples = 3
+}

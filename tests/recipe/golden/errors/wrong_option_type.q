@@ -1,0 +1,3 @@
+pipeline {
+  fold-constants max-bytes = "big"
+}

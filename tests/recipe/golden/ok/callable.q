@@ -1,0 +1,2 @@
+calibration { data "mypkg.data:load"; samples 16 }
+pipeline { fold-constants }

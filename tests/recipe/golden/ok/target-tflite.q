@@ -1,0 +1,2 @@
+pipeline { fold-constants }
+target tflite { io = int8 }
