@@ -21,7 +21,11 @@ def test_generated_reference_is_current(name, gen):
     assert current == gen(), f"run: python -m qcc.docgen {name} > docs/{name}.md"
 
 
-EXAMPLES = re.findall(r"```q\n(.*?)```", (ROOT / "docs" / "recipes.md").read_text(), re.S)
+EXAMPLES = [
+    ex
+    for doc in (ROOT / "docs" / "recipes.md", ROOT / "README.md")
+    for ex in re.findall(r"```q\n(.*?)```", doc.read_text(), re.S)
+]
 
 
 @pytest.mark.parametrize("text", EXAMPLES, ids=[f"example{i}" for i in range(len(EXAMPLES))])

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import onnx
 import pytest
@@ -102,3 +104,24 @@ def test_cli_pipeline_is_checked_close_and_deterministic(cli, tmp_path, name):
     assert a.read_bytes() == b.read_bytes()
     feeds = zoo_feeds(name)
     assert _tolerance_ok(_outputs(path, feeds), _outputs(a, feeds)) is None
+
+
+@pytest.mark.parametrize("name", ZOO_MODELS)
+def test_builtin_recipe_runs_and_reports_each_pass(cli, tmp_path, name):
+    path = zoo_model(name)
+    out = tmp_path / "r.onnx"
+    code, stdout, stderr = cli("compile", path, "-r", "fp32-optimize", "-o", out)
+    assert code == 0, stderr
+    lines = [ln for ln in stdout.splitlines() if ln.strip().startswith("[")]
+    assert [ln.split()[1] for ln in lines] == [
+        "fold-constants",
+        "eliminate-identity",
+        "fold-batchnorm",
+        "eliminate-dead-code",
+        "fuse-activations",
+    ]
+    for ln in lines:  # recipe line, whether it changed the graph, and its time
+        assert re.search(r"\(qcc:[\w/.-]+\.q:\d+:\d+\) (changed|no change)", ln), ln
+        assert re.search(r"\d+\.\d ms\)$", ln), ln
+    feeds = zoo_feeds(name)
+    assert _tolerance_ok(_outputs(path, feeds), _outputs(out, feeds)) is None
