@@ -146,7 +146,12 @@ def _fold_into(graph: Graph, p: Node, bn: Node, s: np.ndarray, t: np.ndarray) ->
     new_nodes: list[Node]
     if bias_idx is None:
         mm = Node("MatMul", ins, name=p.name, origin=origin)
-        add = Node("Add", [mm.output, b_val], name=f"{p.name or 'matmul'}/bn_bias", origin=origin)
+        add = Node(
+            "Add",
+            [mm.output, b_val],
+            name=graph.names.fresh_node(f"{p.name or 'matmul'}/bn_bias"),
+            origin=origin,
+        )
         new_nodes = [mm, add]
     else:
         while len(ins) <= bias_idx:
@@ -187,8 +192,10 @@ def _to_mul_add(graph: Graph, bn: Node, s: np.ndarray, t: np.ndarray) -> bool:
     shift = graph.add_constant(t.astype(dt).reshape(shape), f"{bn.name or 'bn'}_shift")
     origin = derived_origin(bn)
     base = bn.name or "bn"
-    mul = Node("Mul", [x, scale], name=f"{base}/mul", origin=origin)
-    add = Node("Add", [mul.output, shift], name=f"{base}/add", origin=origin)
+    mul = Node("Mul", [x, scale], name=graph.names.fresh_node(f"{base}/mul"), origin=origin)
+    add = Node(
+        "Add", [mul.output, shift], name=graph.names.fresh_node(f"{base}/add"), origin=origin
+    )
     graph.insert_before(bn, mul, add)
     graph.replace_value(bn.outputs[0], add.output, keep_name=True)
     old_inputs = bn.inputs

@@ -134,6 +134,10 @@ class Rule(enum.Enum):
     CONV_SIGMOID = "conv-sigmoid"
 
 
+# What onnxruntime's QDQ fusion and TFLite's fused activations execute as one integer kernel.
+# The other rules describe groups a runtime may fuse in float; ask for them by name.
+DEFAULT_RULES = frozenset({"conv-relu", "conv-clip"})
+
 RULES: dict[str, Callable[[Value, list[Node]], tuple[Node, ...] | None]] = {
     # order matters: the multi-node patterns are tried before their single-node prefixes
     "conv-hardswish": _hardswish,
@@ -155,10 +159,11 @@ def fuse_activations(graph: Graph, ctx: PassContext, *, rules: tuple[Rule, ...] 
 
     Options:
         rules: which patterns to mark (conv-relu, conv-clip, conv-leakyrelu, conv-hardswish,
-            conv-hardsigmoid, conv-sigmoid, conv-silu); empty means all.
+            conv-hardsigmoid, conv-sigmoid, conv-silu); empty means conv-relu and conv-clip, the
+            groups onnxruntime and TFLite execute as one integer kernel.
     """
-    wanted = {r.value for r in rules}
-    active = [(name, fn) for name, fn in RULES.items() if not wanted or name in wanted]
+    wanted = {r.value for r in rules} or DEFAULT_RULES
+    active = [(name, fn) for name, fn in RULES.items() if name in wanted]
     result = PassResult()
     counts: collections.Counter[str] = collections.Counter()
     for node in graph:

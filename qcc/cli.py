@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import sys
+import time
 import traceback
 from collections import Counter
 from collections.abc import Callable
@@ -153,6 +154,12 @@ def main(ctx: click.Context, debug: bool, verbose: int) -> None:
     help="Comma-separated passes to run in order instead of a recipe, e.g. "
     "'fold-constants,fold-batchnorm' (options: 'fold-constants{max-bytes=1024}').",
 )
+@click.option(
+    "--calib",
+    metavar="PATH",
+    help="Calibration data (.npy, .npz, a folder or glob, or pkg.module:function); overrides "
+    "the recipe's.",
+)
 @click.option("--verify-each", is_flag=True, help="Verify the IR after every pass.")
 @click.option("--explain", is_flag=True, help="Show which nodes each selector matched.")
 @click.option(
@@ -169,6 +176,7 @@ def compile_cmd(
     recipe: str | None,
     defines: tuple[str, ...],
     passes: str | None,
+    calib: str | None,
     verify_each: bool,
     explain: bool,
     external_data: bool | None,
@@ -185,8 +193,10 @@ def compile_cmd(
             passes=passes,
             recipe=recipe,
             defines=_parse_defines(defines),
+            calib=calib,
             verify_each=verify_each,
             external_data=external_data,
+            progress=_progress,
         )
         if fmt == "json":
             out.print_json(json.dumps(report.to_json()))
@@ -195,6 +205,42 @@ def compile_cmd(
         return ExitCode.OK
 
     _run(body, obj.debug, fmt)
+
+
+def _progress(total: int, label: str) -> Callable[[int], None]:
+    """A rich progress bar on stderr (samples/s, ETA); silent when stderr is not a terminal."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
+    task = bar.add_task(label, total=total, rate="")
+    bar.start()
+    start = time.perf_counter()
+    done = 0
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        rate = done / max(time.perf_counter() - start, 1e-9)
+        bar.update(task, advance=n, rate=f"{rate:.1f} samples/s")
+        if done >= total:
+            bar.stop()
+
+    return advance
 
 
 def _fmt_stats(stats: dict[str, Any]) -> str:

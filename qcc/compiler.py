@@ -18,7 +18,7 @@ from typing import Any
 from qcc import __version__
 from qcc.errors import QccError
 from qcc.frontend import convert_opset, read_model, save_model
-from qcc.pipeline import PassInvocation, PassManager, PassRecord, parse_pass_list
+from qcc.pipeline import PassInvocation, PassManager, PassRecord, Session, parse_pass_list
 
 
 @dataclasses.dataclass
@@ -67,10 +67,16 @@ def compile_model(
     passes: str | None = None,
     recipe: str | None = None,
     defines: Mapping[str, str] | None = None,
+    calib: str | None = None,
     verify_each: bool = False,
     external_data: bool | None = None,
+    progress=None,
 ) -> CompileReport:
-    """Read ``model_path``, run the recipe (or pass list), write ``output``; return the report."""
+    """Read ``model_path``, run the recipe (or pass list), write ``output``; return the report.
+
+    ``calib`` overrides the recipe's calibration data; ``progress(total, label)`` returns a
+    callback ``advance(n)`` for long passes (the CLI draws a progress bar).
+    """
     from qcc.recipe.resolve import check_selectors, load_recipe
 
     model_path, output = Path(model_path), Path(output)
@@ -106,8 +112,17 @@ def compile_model(
         check_selectors(resolved, model)
     if target is not None and target.opset is not None:
         model = convert_opset(model, target.opset)
+    elif target is not None and target.min_opset is not None and model.opset < target.min_opset:
+        model = convert_opset(model, target.min_opset)
+    session = Session(progress=progress)
+    if any(inv.name == "calibrate" for inv in pipeline):
+        session.calibration, session.calibration_batch = _calibration(
+            resolved.calibration if resolved is not None else None, calib, model
+        )
+    elif calib is not None:
+        raise QccError("--calib gives calibration data, but the pipeline does not calibrate")
     before = len(model.graph)
-    records = PassManager(pipeline, verify_each=verify_each).run(model)
+    records = PassManager(pipeline, verify_each=verify_each, session=session).run(model)
     model.verify()
     model.metadata_props["qcc.version"] = __version__
     if resolved is not None:
@@ -125,3 +140,20 @@ def compile_model(
         bytes_written=sum(f.stat().st_size for f in files),
         files=files,
     )
+
+
+def _calibration(config, override: str | None, model):
+    """Open and check the calibration data before any pass runs (errors exit 2 early)."""
+    from qcc.quant.data import open_calibration
+
+    if override is None and (config is None or (config.data is None and config.callable is None)):
+        raise QccError(
+            "the pipeline calibrates but no calibration data is given: pass --calib PATH or "
+            "add calibration { data ... } to the recipe"
+        )
+    source = override if override is not None else (config.callable or config.data)
+    kwargs = {}
+    if config is not None:
+        kwargs = dict(samples=config.samples, seed=config.seed, preprocess=config.preprocess)
+    data = open_calibration(source, model, **kwargs)
+    return data, (config.batch if config is not None else 1)

@@ -76,6 +76,27 @@ class PassResult:
 
 
 @dataclasses.dataclass
+class Session:
+    """What one compile shares between its passes.
+
+    ``calibration`` is the validated calibration data (``qcc.quant.data.CalibrationSet``) when
+    the pipeline calibrates; ``progress(total, label)`` returns a callback ``advance(n)`` (the
+    CLI draws it with rich; library code never prints); ``state`` holds data passes hand to
+    later passes (the quantization plan).
+    """
+
+    calibration: Any = None
+    calibration_batch: int = 1
+    progress: Callable[[int, str], Callable[[int], None]] | None = None
+    state: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def progress_bar(self, total: int, label: str) -> Callable[[int], None]:
+        if self.progress is None:
+            return lambda n: None
+        return self.progress(total, label)
+
+
+@dataclasses.dataclass
 class PassContext:
     """What a pass may know besides its graph: the model, the invocation, and (for passes
     registered ``selectable``) the nodes the recipe selected with ``on``/``exclude``, and (for
@@ -87,6 +108,7 @@ class PassContext:
     log: logging.Logger = log
     selection: frozenset[int] | None = None  # ids of selected nodes; None means every node
     overrides: tuple[tuple[frozenset[int], Mapping[str, Any]], ...] = ()
+    session: Session = dataclasses.field(default_factory=Session)
 
     def selected(self, node: Node) -> bool:
         return self.selection is None or id(node) in self.selection
@@ -428,10 +450,12 @@ class PassManager:
         *,
         verify_each: bool = False,
         on_pass_start: Callable[[PassInvocation], None] | None = None,
+        session: Session | None = None,
     ) -> None:
         self.pipeline = list(pipeline)
         self.verify_each = verify_each
         self.on_pass_start = on_pass_start
+        self.session = session if session is not None else Session()
 
     def run(self, model: Model) -> list[PassRecord]:
         records: list[PassRecord] = []
@@ -441,7 +465,9 @@ class PassManager:
                 self.on_pass_start(inv)
             graph: Graph = model.graph
             before = len(graph)
-            ctx = PassContext(model=model, pass_name=inv.name, location=inv.location)
+            ctx = PassContext(
+                model=model, pass_name=inv.name, location=inv.location, session=self.session
+            )
             selected: list[str] | None = None
             overridden: list[tuple[str, list[str]]] = []
             t0 = time.perf_counter()

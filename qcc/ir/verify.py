@@ -62,8 +62,16 @@ def _verify(graph: Graph, problems: list[str], opsets: dict[str, int]) -> None:
 
     count = 0
     prev: Node | None = None
+    node_names: dict[str, Node] = {}
     for node in graph:
         count += 1
+        if node.name:
+            other = node_names.setdefault(node.name, node)
+            if other is not node:
+                problems.append(
+                    f"node name {node.name!r}{where} is used by two nodes "
+                    "(onnxruntime refuses such models)"
+                )
         desc = f"node {node.describe()}{where}"
         if node.graph is not graph:
             problems.append(f"{desc} does not point back at its graph")

@@ -57,6 +57,8 @@ TARGET_SETTINGS = {
         "format": "qdq (default): QuantizeLinear/DequantizeLinear pairs onnxruntime fuses; "
         "qoperator: QLinearConv and friends",
         "opset": "convert the model to this ai.onnx opset before the pipeline runs",
+        "min_opset": "convert models below this ai.onnx opset up to it (per-channel weights "
+        "need 13); models at or above it are left alone",
     },
     "tflite": {"io": "float32 (default) or int8 graph inputs and outputs"},
 }
@@ -92,6 +94,7 @@ class TargetConfig:
     backend: str = "onnx"
     format: str = "qdq"  # onnx: qdq | qoperator
     opset: int | None = None  # onnx: convert the model to this opset first
+    min_opset: int | None = None  # onnx: convert models below this opset up to it
     io: str = "float32"  # tflite: float32 | int8 graph inputs and outputs
 
 
@@ -152,6 +155,8 @@ class Recipe:
         extra = f"format={t.format}" if t.backend == "onnx" else f"io={t.io}"
         if t.opset is not None:
             extra += f" opset={t.opset}"
+        if t.min_opset is not None:
+            extra += f" min_opset={t.min_opset}"
         lines.append(f"target: {t.backend} {extra}")
         return "\n".join(lines) + "\n"
 
@@ -1072,7 +1077,7 @@ class _Resolution:
                     self.err("E700", "format is qdq or qoperator", v.span)
                 elif s.key == "io" and raw not in ("float32", "int8"):
                     self.err("E700", "io is float32 or int8", v.span)
-                elif s.key == "opset":
+                elif s.key in ("opset", "min_opset"):
                     from qcc.frontend import MAX_OPSET, MIN_OPSET
 
                     if (
@@ -1084,7 +1089,7 @@ class _Resolution:
                             "E700", f"opset is an integer from {MIN_OPSET} to {MAX_OPSET}", v.span
                         )
                     else:
-                        fields["opset"] = raw
+                        fields[s.key] = raw
                 else:
                     fields[s.key] = raw
         return TargetConfig(**fields)

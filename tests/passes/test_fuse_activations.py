@@ -77,14 +77,18 @@ CASES = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_patterns_are_marked(case):
     nodes, inits, members = CASES[case]
-    m = lift(conv_then(nodes, inits))
-    rec = run_pass(m, "fuse-activations")
     rule = case.split("/")[0]
+    m = lift(conv_then(nodes, inits))
+    rec = run_pass(m, "fuse-activations", rules=rule)
     assert groups(m) == [(rule, members)]
     assert rec.stats == {rule: 1}
     # idempotent: a second run marks nothing new
-    rec2 = run_pass(m, "fuse-activations")
+    rec2 = run_pass(m, "fuse-activations", rules=rule)
     assert rec2.stats == {"already-fused": 1} and groups(m) == [(rule, members)]
+    # by default only the groups runtimes execute as one integer kernel are marked
+    m = lift(conv_then(nodes, inits))
+    run_pass(m, "fuse-activations")
+    assert groups(m) == ([(rule, members)] if rule in ("conv-relu", "conv-clip") else [])
 
 
 def test_shared_conv_output_is_not_fused():

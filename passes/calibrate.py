@@ -1,0 +1,74 @@
+"""``calibrate``: run the FP32 model over the calibration data and feed the observers.
+
+The model, as it is when this pass runs, is run in onnxruntime with every observed tensor
+added as an output; each batch updates the observers and is then dropped, so memory does not
+grow with the number of samples (observers keep fixed-size state). Graph inputs are observed
+from the feeds. Batches concatenate samples on axis 0 when the model's batch dimension is
+dynamic (``calibration { batch N }``), else run one sample at a time. Progress (samples per
+second, ETA) goes to the session's progress callback, which the CLI draws.
+
+The data comes from ``--calib PATH`` or the recipe's ``calibration`` block, opened and checked
+against the model by the compiler before any pass runs.
+"""
+
+from __future__ import annotations
+
+import time
+
+import onnx
+import onnxruntime as ort
+
+from qcc.errors import PassError
+from qcc.frontend import lower_model
+from qcc.frontend.ort_eval import session_options
+from qcc.ir import Graph
+from qcc.pipeline import PassContext, PassResult, register_pass
+from qcc.quant.plan import get_plan
+
+
+@register_pass("calibrate")
+def calibrate(graph: Graph, ctx: PassContext, *, batch: int = 0) -> PassResult:
+    """Run the FP32 model over the calibration data and update every observer.
+
+    Options:
+        batch: samples per onnxruntime run (0: the recipe's calibration batch).
+    """
+    plan = get_plan(ctx.session, "calibrate")
+    data = ctx.session.calibration
+    if data is None:
+        raise PassError(
+            "no calibration data: give --calib PATH or add a calibration { data ... } block"
+        )
+    proto = lower_model(ctx.model)
+    graph_inputs = {v.name for v in graph.inputs}
+    existing = {o.name for o in proto.graph.output}
+    wanted = [v for v in plan.observers if v.name]
+    for v in wanted:
+        if v.name not in graph_inputs and v.name not in existing:
+            proto.graph.output.append(onnx.ValueInfoProto(name=v.name))
+            existing.add(v.name)
+    fetch = [v for v in wanted if v.name not in graph_inputs]
+    sess = ort.InferenceSession(
+        proto.SerializeToString(),
+        session_options(optimize=True),
+        providers=["CPUExecutionProvider"],
+    )
+    names = [v.name for v in fetch]
+    from_feed = [v for v in wanted if v.name in graph_inputs]
+    advance = ctx.session.progress_bar(data.count, "calibrating")
+    t0 = time.perf_counter()
+    seen = 0
+    for n, feed in data.batches(batch or ctx.session.calibration_batch):
+        outs = sess.run(names, feed)
+        for v, arr in zip(fetch, outs, strict=True):
+            plan.observers[v][0].update(arr)
+        for v in from_feed:
+            plan.observers[v][0].update(feed[v.name])
+        seen += n
+        advance(n)
+    plan.calibrated += seen
+    seconds = time.perf_counter() - t0
+    result = PassResult(changed=True)
+    result.stats.update(samples=seen, tensors=len(wanted))
+    result.note(f"{seen} samples in {seconds:.2f} s ({seen / max(seconds, 1e-9):.1f} samples/s)")
+    return result

@@ -1,0 +1,456 @@
+"""``quantize``: turn the observed FP32 graph into a QDQ graph the target fuses into integer
+kernels.
+
+Placement (onnxruntime's x86 QDQ transformer, :mod:`qcc.quant.capability`):
+
+* every activation a quantized node reads, and the output it writes, gets one
+  QuantizeLinear; each consumer reads its own DequantizeLinear. When the producer is
+  quantized, every consumer (float ones too) reads the DQ, because onnxruntime fuses
+  ``DQ -> Conv -> Q`` only when the Conv's output feeds nothing but its Q;
+* weights become int8 constants behind a DequantizeLinear (per channel on the op's output
+  channel axis, symmetric, ``[-127, 127]``); a Conv/Gemm bias becomes int32 with scale
+  exactly ``f32(x_scale * w_scale[c])``;
+* ops whose Q/DQ onnxruntime drops (MaxPool, Reshape, Transpose, nearest Resize, ...) take
+  their input's parameters for their outputs, so the drop is legal; they are quantized only
+  when a neighbour is;
+* a Relu, or a Clip whose lower bound is 0, is absorbed into the Q after it: that Q gets the
+  zero point at the type minimum and a range inside the Clip's, and the tensor between the
+  producer and the Relu gets no quantizer (fusion groups from ``fuse-activations`` are never
+  split);
+* graph inputs and outputs stay float: a Q/DQ pair sits after an input and before an output;
+* everything else stays float between a DQ and a Q, with no quantizer between two float ops.
+  The report lists every op kept in float and why.
+
+``on``/``exclude`` choose which nodes are quantized (``quantize exclude op(Softmax)``);
+excluded nodes stay in float.
+
+Does not fire when ``observe`` and ``calibrate`` have not run (an error), or on tensors with
+no observations. Needs opset 13 for per-channel weights (an error names the fix).
+"""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+
+from qcc.errors import PassError
+from qcc.ir import DType, Graph, Node, Value, constant_value, fusion_group
+from qcc.pipeline import PassContext, PassResult, register_pass
+from qcc.quant.capability import TARGETS, Kind, OpCapability, Role
+from qcc.quant.observers import MinMaxObserver, observed_range
+from qcc.quant.params import QParams, compute_qparams, quantize_bias
+from qcc.quant.params import quantize as quantize_array
+from qcc.quant.plan import get_plan
+from qcc.quant.scheme import Granularity, QDType, QuantScheme
+
+_REALIZED_GROUPS = {"conv-relu", "conv-clip"}  # what onnxruntime executes as one kernel
+
+
+@register_pass("quantize", selectable=True)
+def quantize(graph: Graph, ctx: PassContext) -> PassResult:
+    """Insert QuantizeLinear/DequantizeLinear so the target runs the planned ops in integer."""
+    plan = get_plan(ctx.session, "quantize")
+    if plan.calibrated == 0 and any(_needs_data(o) for o, _ in plan.observers.values()):
+        raise PassError("quantize needs calibration: run `calibrate` before it")
+    return _Quantizer(graph, ctx, plan).run()
+
+
+def _needs_data(obs) -> bool:
+    return getattr(obs, "lo", 0) is None or getattr(obs, "exp", 0) is None
+
+
+class _Quantizer:
+    def __init__(self, graph: Graph, ctx: PassContext, plan) -> None:
+        self.g = graph
+        self.ctx = ctx
+        self.plan = plan
+        self.cap = TARGETS[plan.target]
+        self.kind: dict[Node, Kind] = {}
+        self.caps: dict[Node, OpCapability] = {}
+        self.floats: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.result = PassResult()
+
+    # ------------------------------------------------------------------ classification
+    def classify(self) -> None:
+        for node in self.g:
+            cap = self.cap(node)
+            self.caps[node] = cap
+            reason = self._float_reason(node, cap)
+            if reason:
+                self.kind[node] = Kind.FLOAT
+                if node.op_type not in ("QuantizeLinear", "DequantizeLinear", "Constant"):
+                    if not reason.startswith("-"):
+                        self.floats[(node.op_type, reason)] += 1
+            else:
+                self.kind[node] = cap.kind
+        # a fusion group onnxruntime does not run as one integer kernel stays float as a whole:
+        # no quantizer may go inside a group
+        for node in list(self.kind):
+            group = fusion_group(node)
+            if group is None or group.rule in _REALIZED_GROUPS:
+                continue
+            if self.kind[node] is not Kind.FLOAT:
+                self.kind[node] = Kind.FLOAT
+                why = f"in fusion group {group.rule}, which onnxruntime runs in float"
+                self.floats[(node.op_type, why)] += 1
+        self._prune_shared()
+
+    def _float_reason(self, node: Node, cap: OpCapability) -> str:
+        if cap.kind is Kind.FLOAT:
+            return cap.reason or "no integer kernel"
+        if not self.ctx.selected(node):
+            return "excluded by the recipe"
+        if node not in self.plan.activations:
+            return "not observed"
+        for i, role in cap.inputs:
+            v = node.input(i)
+            if role is Role.ACTIVATION and not self._quantizable(v):
+                if v is not None and v.dtype is not None and v.dtype is not DType.FLOAT:
+                    return "-non-float"  # shape plumbing on integers: not worth reporting
+                return "an input has no observed float range"
+        if not self._quantizable(node.outputs[0], allow_unobserved=cap.kind is Kind.ABSORBED):
+            out = node.outputs[0]
+            if out.dtype is not None and out.dtype is not DType.FLOAT:
+                return "-non-float"
+            return "its output has no observed float range"
+        if cap.kind is Kind.LINEAR:
+            w = self.plan.weights[node]
+            a = self.plan.activations[node]
+            if w.dtype is QDType.FLOAT:
+                return "weights kept in float by the scheme"
+            if a.dtype is QDType.INT8 and w.dtype is QDType.UINT8:
+                raise PassError(
+                    f"node {node.describe()}: int8 activations need int8 weights "
+                    "(onnxruntime has no s8u8 kernel)"
+                )
+            if a.dtype.bits != 8 or w.dtype.bits != 8:
+                return "16-bit linear ops have no onnxruntime integer kernel"
+        if cap.kind is Kind.ABSORBED and node.op_type == "Clip":
+            lo = constant_value(node.input(1))
+            if node.input(1) is not None and (lo is None or float(lo) != 0.0):
+                return "Clip whose lower bound is not 0 cannot be absorbed"
+            if node.input(2) is not None and constant_value(node.input(2)) is None:
+                return "Clip with a non-constant bound"
+        return ""
+
+    def _quantizable(self, v: Value | None, allow_unobserved: bool = False) -> bool:
+        if v is None or v.dtype is not DType.FLOAT:
+            return False
+        if v.const is not None:
+            return True
+        return allow_unobserved or v in self.plan.observers
+
+    def _prune_shared(self) -> None:
+        """Keep a shared-params op only next to another quantized op (else it adds error and
+        Q/DQ for nothing)."""
+        changed = True
+        while changed:
+            changed = False
+            for node, k in self.kind.items():
+                if k is not Kind.SHARED:
+                    continue
+                x = node.input(0)
+                up = (
+                    x.producer is not None
+                    and self.kind.get(x.producer, Kind.FLOAT) is not Kind.FLOAT
+                )
+                down = any(
+                    self.kind.get(u.node, Kind.FLOAT) is not Kind.FLOAT
+                    for o in node.outputs
+                    for u in o.uses
+                )
+                if not (up or down):
+                    self.kind[node] = Kind.FLOAT
+                    changed = True
+
+    def quantized(self, node: Node | None) -> bool:
+        return node is not None and self.kind.get(node, Kind.FLOAT) is not Kind.FLOAT
+
+    # ------------------------------------------------------------------ what gets a Q
+    def internal(self, v: Value) -> bool:
+        """A producer output consumed only by the Relu/Clip absorbed into the next Q."""
+        p = v.producer
+        if p is None or self.kind.get(p) not in (Kind.LINEAR, Kind.INTEGER) or v.is_graph_output:
+            return False
+        users = v.consumers()
+        return (
+            len(users) == 1 and self.kind.get(users[0]) is Kind.ABSORBED and v is users[0].input(0)
+        )
+
+    def tensors(self) -> list[Value]:
+        chosen: dict[Value, None] = {}
+        for node, k in self.kind.items():
+            if k is Kind.FLOAT:
+                continue
+            for i, role in self.caps[node].inputs:
+                v = node.input(i)
+                if role is Role.ACTIVATION and v is not None and not self.internal(v):
+                    chosen[v] = None
+            outs = node.outputs if k is Kind.SHARED else node.outputs[:1]
+            for o in outs:
+                if o.dtype is DType.FLOAT and not self.internal(o) and o.name:
+                    chosen[o] = None
+        return list(chosen)
+
+    # ------------------------------------------------------------------ parameters
+    def params(self, tensors: list[Value]) -> dict[Value, QParams]:
+        parent: dict[Value, Value] = {v: v for v in tensors}
+
+        def find(v: Value) -> Value:
+            while parent[v] is not v:
+                parent[v] = parent[parent[v]]
+                v = parent[v]
+            return v
+
+        for node, k in self.kind.items():
+            if k is Kind.SHARED:
+                x = node.input(0)
+                for o in node.outputs:
+                    if o in parent and x in parent:
+                        parent[find(o)] = find(x)
+        groups: dict[Value, list[Value]] = collections.defaultdict(list)
+        for v in tensors:
+            groups[find(v)].append(v)
+        out: dict[Value, QParams] = {}
+        for root, members in groups.items():
+            lo, hi = np.inf, -np.inf
+            scheme = None
+            clamp_lo, clamp_hi = -np.inf, np.inf
+            for v in members:
+                r = self.range_of(v)
+                if r is not None:
+                    lo, hi = min(lo, r[0]), max(hi, r[1])
+                s = self.scheme_of(v)
+                if scheme is None or (
+                    v.producer is not None and self.kind.get(v.producer) is not Kind.SHARED
+                ):
+                    scheme = s or scheme
+                p = v.producer
+                if p is not None and self.kind.get(p) is Kind.ABSORBED:
+                    clamp_lo = max(clamp_lo, 0.0)
+                    if p.op_type == "Clip" and p.input(2) is not None:
+                        clamp_hi = min(clamp_hi, float(constant_value(p.input(2))))
+                if p is not None and p.op_type in ("Softmax", "Sigmoid") and self.quantized(p):
+                    clamp_lo = max(clamp_lo, 0.0)
+            if not np.isfinite(lo):
+                lo, hi = 0.0, 0.0
+            lo, hi = max(lo, clamp_lo), min(hi, clamp_hi)
+            hi = max(hi, lo)
+            scheme = scheme or self.plan_default()
+            symmetric = scheme.symmetric and clamp_lo < 0  # absorbed: zero point at the minimum
+            qp = compute_qparams(lo, hi, scheme.dtype, symmetric=symmetric)
+            if np.isfinite(clamp_hi):
+                qp = _fit_below(qp, clamp_hi)
+            for v in members:
+                out[v] = qp
+        return out
+
+    def plan_default(self) -> QuantScheme:
+        from qcc.quant.plan import DEFAULT_ACTIVATIONS
+
+        return DEFAULT_ACTIVATIONS
+
+    def range_of(self, v: Value) -> tuple[float, float] | None:
+        if v.const is not None:
+            c = v.const.astype(np.float64)
+            return (float(c.min()), float(c.max())) if c.size else (0.0, 0.0)
+        entry = self.plan.observers.get(v)
+        if entry is None:
+            return None
+        obs, scheme = entry
+        lo, hi = observed_range(obs, scheme.observer, scheme.dtype, scheme.symmetric)
+        return float(np.min(lo)), float(np.max(hi))
+
+    def scheme_of(self, v: Value) -> QuantScheme | None:
+        entry = self.plan.observers.get(v)
+        if entry is not None:
+            return entry[1]
+        p = v.producer
+        if p is not None and p in self.plan.activations:
+            return self.plan.activations[p]
+        for u in v.consumers():
+            if u in self.plan.activations:
+                return self.plan.activations[u]
+        return None
+
+    # ------------------------------------------------------------------ rewriting
+    def run(self) -> PassResult:
+        self.classify()
+        tensors = self.tensors()
+        qparams = self.params(tensors)
+        opset = self.g.opset_imports.get("", 0)
+        for node, k in list(self.kind.items()):
+            if k is Kind.LINEAR:
+                self.weights(node, qparams, opset)
+        for v in tensors:
+            self.insert_qdq(v, qparams[v])
+        counts = collections.Counter(
+            (n.op_type, k.value) for n, k in self.kind.items() if k is not Kind.FLOAT
+        )
+        for (op, kind), n in sorted(counts.items()):
+            self.result.count(f"{kind}:{op}", n)
+        self.result.stats["tensors"] = len(tensors)
+        if self.floats:
+            listing = ", ".join(
+                f"{op} x{n} ({why})" for (op, why), n in sorted(self.floats.items())
+            )
+            self.result.note(f"kept in float: {listing}")
+        return self.result
+
+    def weights(self, node: Node, qparams: dict[Value, QParams], opset: int) -> None:
+        cap = self.caps[node]
+        scheme = self.plan.weights[node]
+        xq = qparams.get(node.input(0))
+        for i, role in cap.inputs:
+            v = node.input(i)
+            if role is Role.WEIGHT:
+                w = constant_value(v)
+                per_channel = scheme.granularity is Granularity.PER_CHANNEL
+                axis = cap.weight_axis if scheme.axis is None else scheme.axis
+                if per_channel and opset < 13:
+                    raise PassError(
+                        f"node {node.describe()}: per-channel weights need opset 13 or later and "
+                        f"the model is opset {opset}; add `min_opset = 13` to the recipe's "
+                        "target block (or use a per_tensor weight scheme)"
+                    )
+                obs = MinMaxObserver(axis if per_channel else None)
+                obs.update(w)
+                wq = compute_qparams(
+                    obs.lo,
+                    obs.hi,
+                    scheme.dtype,
+                    symmetric=scheme.symmetric,
+                    reduce_range=scheme.reduce_range,
+                    axis=axis if per_channel else None,
+                )
+                q = quantize_array(w, wq, symmetric_clip=scheme.symmetric)
+                wq = _with_zero_points_equal(wq)
+                self._dq_const(node, i, q, wq.scale, wq.zero_point, wq.axis, f"{v.name}_quantized")
+                node.meta["weight_qparams"] = wq
+            elif role is Role.BIAS:
+                wq = node.meta.get("weight_qparams")
+                b = constant_value(v)
+                if wq is None or xq is None or xq.per_channel:
+                    continue
+                q, bscale = quantize_bias(b.reshape(-1), xq.scale, wq.scale)
+                if wq.per_channel:
+                    scale, zero, axis = bscale, np.zeros(bscale.shape, np.int32), 0
+                else:  # one weight scale: one bias scale
+                    scale, zero, axis = (
+                        bscale.reshape(-1)[0].reshape(()),
+                        np.zeros((), np.int32),
+                        None,
+                    )
+                self._dq_const(
+                    node, i, q.reshape(b.shape), scale, zero, axis, f"{v.name}_quantized"
+                )
+
+    def _dq_const(
+        self,
+        node: Node,
+        index: int,
+        q: np.ndarray,
+        scale: np.ndarray,
+        zero_point: np.ndarray,
+        axis: int | None,
+        hint: str,
+    ) -> None:
+        g = self.g
+        old = node.input(index)
+        qv = g.add_constant(q, hint)
+        sv = g.add_constant(scale, f"{hint}_scale")
+        zv = g.add_constant(zero_point, f"{hint}_zero_point")
+        attrs = {"axis": axis} if scale.ndim == 1 else {}
+        dq = Node(
+            "DequantizeLinear",
+            [qv, sv, zv],
+            attrs=attrs,
+            name=g.names.fresh_node(f"{node.name or node.op_type}/DequantizeLinear_{index}"),
+        )
+        g.insert_before(node, dq)
+        node.replace_input(index, dq.output)
+        dq.output.dtype = DType.FLOAT
+        dq.output.shape = tuple(q.shape)
+        g.remove_unused_constants([old])
+
+    def insert_qdq(self, v: Value, qp: QParams) -> None:
+        g = self.g
+        uses = list(v.uses)
+        if not uses and not v.is_graph_output:
+            return
+        producer_q = self.quantized(v.producer) and not self.internal(v)
+        scale = g.add_constant(qp.scale, f"{v.name}_scale")
+        zp = g.add_constant(qp.zero_point, f"{v.name}_zero_point")
+        q = Node(
+            "QuantizeLinear", [v, scale, zp], name=g.names.fresh_node(f"{v.name}_QuantizeLinear")
+        )
+        q.output.dtype = DType.from_numpy(qp.zero_point.dtype)
+        q.output.shape = v.shape
+        if v.producer is not None and v.producer.graph is g:
+            g.insert_after(v.producer, q)
+        else:
+            first = _first_user(g, [u.node for u in uses])
+            if first is None:
+                g.append(q)
+            else:
+                g.insert_before(first, q)
+        v.quant = qp
+        for use in uses:
+            consumer = use.node
+            if not producer_q and not self.quantized(consumer):
+                continue  # a float producer's float consumers keep the exact value
+            dq = Node(
+                "DequantizeLinear",
+                [q.output, scale, zp],
+                name=g.names.fresh_node(f"{v.name}_DequantizeLinear"),
+            )
+            dq.output.dtype = DType.FLOAT
+            dq.output.shape = v.shape
+            if consumer.graph is g:
+                g.insert_before(consumer, dq)
+            else:  # a read from inside a subgraph: dequantize in the main graph
+                g.insert_after(q, dq)
+            consumer.replace_input(use.index, dq.output)
+        if v.is_graph_output and producer_q:
+            dq = Node(
+                "DequantizeLinear",
+                [q.output, scale, zp],
+                name=g.names.fresh_node(f"{v.name}_DequantizeLinear"),
+            )
+            dq.output.dtype, dq.output.shape = v.dtype, v.shape
+            g.insert_after(q, dq)
+            name = v.name
+            g.outputs[:] = [dq.output if o is v else o for o in g.outputs]
+            v.rename(g.names.fresh_value(f"{name}_float"), reuse=True)
+            dq.output.rename(name, reuse=True)
+
+
+def _first_user(g: Graph, users: list[Node]) -> Node | None:
+    wanted = {id(u) for u in users if u.graph is g}
+    for n in g:
+        if id(n) in wanted:
+            return n
+    return None
+
+
+def _fit_below(qp: QParams, hi: float) -> QParams:
+    """Shrink the scale by ulps until the Q's top value ``(qmax - zp) * scale`` is <= ``hi``,
+    so onnxruntime sees the range inside the Clip's and absorbs it."""
+    qmax = qp.dtype.qrange[1]
+    scale = np.float32(qp.scale)
+    zp = int(qp.zero_point)
+    while np.float32(np.float32(qmax - zp) * scale) > np.float32(hi) and scale > 0:
+        scale = np.nextafter(scale, np.float32(0))
+    return QParams(qp.dtype, np.asarray(scale, np.float32), qp.zero_point, qp.axis)
+
+
+def _with_zero_points_equal(qp: QParams) -> QParams:
+    """onnxruntime requires every per-channel weight zero point to be equal (they are 0 for
+    symmetric weights; asymmetric per-channel weights are not supported by its kernels)."""
+    if qp.per_channel and np.unique(qp.zero_point).size > 1:
+        raise PassError(
+            "per-channel weights must be symmetric for onnxruntime (all zero points equal): "
+            "use a symmetric weight scheme"
+        )
+    return qp

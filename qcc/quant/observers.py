@@ -1,0 +1,286 @@
+"""Observers: collect a tensor's statistics during calibration and turn them into a range.
+
+* :class:`MinMaxObserver`: the smallest and largest value (per tensor or per channel).
+* :class:`MovingAverageObserver`: an exponential moving average of each batch's min and max.
+* :class:`HistogramObserver`: a histogram from which ``percentile``, ``entropy`` (KL, the
+  TensorRT method) and ``mse`` ranges are computed.
+
+Memory does not grow with the number of samples: every observer keeps a fixed-size state.
+
+The histogram is exactly mergeable. Bins have width ``R / B`` on ``[-R, R)`` where ``R`` is a
+power of two covering every value seen; value ``x`` lands in bin ``floor(x * B / R)``. When a
+batch needs a larger ``R`` the range doubles and adjacent bins are summed, and because
+``floor(floor(x*B/R) / 2) == floor(x*B/(2R))`` the result is exactly the histogram that would
+have been built at the larger range from the start. So the histogram depends only on the
+multiset of values seen, not on their order or batching, and merging two observers (bring
+both to the larger range, add the counts) equals one observer fed all the data.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import numpy as np
+
+from qcc.quant.scheme import ObserverSpec, QDType
+
+
+class Observer(Protocol):
+    def update(self, x: np.ndarray) -> None: ...
+
+    def merge(self, other: Observer) -> None: ...
+
+    def range(self, dtype: QDType, symmetric: bool) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def _reduce_axes(x: np.ndarray, axis: int | None) -> tuple[int, ...] | None:
+    if axis is None:
+        return None
+    a = axis % x.ndim
+    return tuple(i for i in range(x.ndim) if i != a)
+
+
+class MinMaxObserver:
+    """Min and max, per tensor (``axis`` None) or per channel along ``axis``."""
+
+    def __init__(self, axis: int | None = None) -> None:
+        self.axis = axis
+        self.lo: np.ndarray | None = None
+        self.hi: np.ndarray | None = None
+
+    def update(self, x: np.ndarray) -> None:
+        x = np.asarray(x, dtype=np.float32)
+        if x.size == 0:
+            return
+        axes = _reduce_axes(x, self.axis)
+        lo = np.min(x, axis=axes).astype(np.float64)
+        hi = np.max(x, axis=axes).astype(np.float64)
+        if self.lo is None:
+            self.lo, self.hi = lo, hi
+        else:
+            self.lo = np.minimum(self.lo, lo)
+            self.hi = np.maximum(self.hi, hi)
+
+    def merge(self, other: MinMaxObserver) -> None:
+        if other.lo is None:
+            return
+        if self.lo is None:
+            self.lo, self.hi = other.lo.copy(), other.hi.copy()
+        else:
+            self.lo = np.minimum(self.lo, other.lo)
+            self.hi = np.maximum(self.hi, other.hi)
+
+    def range(self, dtype: QDType, symmetric: bool) -> tuple[np.ndarray, np.ndarray]:
+        if self.lo is None:
+            return np.zeros(()), np.zeros(())
+        return self.lo, self.hi
+
+
+class MovingAverageObserver(MinMaxObserver):
+    """Exponential moving average of each batch's min and max (``momentum`` per batch).
+
+    Not order-independent by definition, so ``merge`` is not offered.
+    """
+
+    def __init__(self, momentum: float = 0.01, axis: int | None = None) -> None:
+        super().__init__(axis)
+        self.momentum = momentum
+
+    def update(self, x: np.ndarray) -> None:
+        x = np.asarray(x, dtype=np.float32)
+        if x.size == 0:
+            return
+        axes = _reduce_axes(x, self.axis)
+        lo = np.min(x, axis=axes).astype(np.float64)
+        hi = np.max(x, axis=axes).astype(np.float64)
+        if self.lo is None:
+            self.lo, self.hi = lo, hi
+        else:
+            m = self.momentum
+            self.lo = (1 - m) * self.lo + m * lo
+            self.hi = (1 - m) * self.hi + m * hi
+
+    def merge(self, other: Observer) -> None:
+        raise TypeError("a moving average depends on the order of the data and cannot merge")
+
+
+class HistogramObserver:
+    """A per-tensor histogram on ``[-R, R)`` (``R`` a power of two) with ``2 * bins`` bins."""
+
+    def __init__(self, bins: int = 2048) -> None:
+        self.bins = bins  # bins on each side of zero
+        self.exp: int | None = None  # R = 2**exp
+        self.counts = np.zeros(2 * bins, dtype=np.int64)
+        self.min = math.inf
+        self.max = -math.inf
+
+    @property
+    def R(self) -> float:
+        return math.ldexp(1.0, self.exp) if self.exp is not None else 0.0
+
+    def _grow_to(self, exp: int) -> None:
+        if self.exp is None:
+            self.exp = exp
+            return
+        while self.exp < exp:
+            # double the range: bin i (in [-B, B)) moves to floor(i / 2), which stays in range
+            idx = np.arange(-self.bins, self.bins)
+            new = np.zeros_like(self.counts)
+            np.add.at(new, (idx // 2) + self.bins, self.counts)
+            self.counts = new
+            self.exp += 1
+
+    def update(self, x: np.ndarray) -> None:
+        x = np.asarray(x, dtype=np.float32).reshape(-1)
+        x = x[np.isfinite(x)]
+        if x.size == 0:
+            return
+        lo, hi = float(x.min()), float(x.max())
+        self.min, self.max = min(self.min, lo), max(self.max, hi)
+        amax = max(abs(lo), abs(hi))
+        # smallest power of two strictly above amax (so amax lands in the last bin, not past it)
+        exp = math.frexp(amax)[1] if amax > 0 else -126
+        self._grow_to(max(exp, self.exp if self.exp is not None else exp))
+        scale = self.bins / self.R
+        # float64 so the bin of each value is exact (x * B / R is a power-of-two scaling)
+        idx = np.floor(x.astype(np.float64) * scale).astype(np.int64) + self.bins
+        np.clip(idx, 0, 2 * self.bins - 1, out=idx)
+        self.counts += np.bincount(idx, minlength=2 * self.bins)
+
+    def merge(self, other: HistogramObserver) -> None:
+        if other.bins != self.bins:
+            raise ValueError("histograms with different bin counts cannot merge")
+        if other.exp is None:
+            return
+        o = HistogramObserver(other.bins)
+        o.exp, o.counts = other.exp, other.counts.copy()
+        target = max(self.exp if self.exp is not None else other.exp, other.exp)
+        self._grow_to(target)
+        o._grow_to(target)
+        self.counts += o.counts
+        self.min, self.max = min(self.min, other.min), max(self.max, other.max)
+
+    # -- ranges
+    def edges(self) -> np.ndarray:
+        """Bin edges, ``2 * bins + 1`` values from ``-R`` to ``R``."""
+        return np.linspace(-self.R, self.R, 2 * self.bins + 1)
+
+    def percentile_range(self, p: float, symmetric: bool) -> tuple[float, float]:
+        """Clip the tails: ``(100-p, p)`` percentiles, or the ``p`` percentile of ``|x|``."""
+        total = self.counts.sum()
+        if total == 0:
+            return 0.0, 0.0
+        edges = self.edges()
+        if symmetric or self.min >= 0:
+            mag = self.counts[self.bins :] + self.counts[: self.bins][::-1]
+            cdf = np.cumsum(mag) / total
+            k = int(np.searchsorted(cdf, p / 100.0))
+            t = min(edges[self.bins + k + 1], max(abs(self.min), abs(self.max)))
+            return (-t if self.min < 0 else max(self.min, 0.0)), t
+        cdf = np.cumsum(self.counts) / total
+        lo_k = int(np.searchsorted(cdf, 1 - p / 100.0))
+        hi_k = int(np.searchsorted(cdf, p / 100.0))
+        return max(edges[lo_k], self.min), min(edges[hi_k + 1], self.max)
+
+    def entropy_range(self, dtype: QDType, symmetric: bool) -> tuple[float, float]:
+        """The clipping threshold minimizing the KL divergence between the histogram of
+        ``|x|`` and its quantized version (TensorRT's calibration)."""
+        levels = 128 if (symmetric or self.min < 0) else 256
+        if dtype.bits > 8:
+            return self.min, self.max  # 16-bit: no clipping needed
+        mag = (self.counts[self.bins :] + self.counts[: self.bins][::-1]).astype(np.float64)
+        t = _kl_threshold(mag, levels) * (self.R / self.bins)
+        t = min(t, max(abs(self.min), abs(self.max)))
+        return (-t if self.min < 0 else 0.0), t
+
+    def mse_range(self, dtype: QDType, symmetric: bool) -> tuple[float, float]:
+        """The symmetric-magnitude clipping threshold minimizing the expected squared error
+        (rounding error inside the range, clipping error outside), from the histogram."""
+        if dtype.bits > 8:
+            return self.min, self.max
+        qmin, qmax = dtype.qrange
+        levels = qmax - qmin
+        nonneg = self.min >= 0
+        mag = (self.counts[self.bins :] + self.counts[: self.bins][::-1]).astype(np.float64)
+        w = self.R / self.bins
+        centers = (np.arange(self.bins) + 0.5) * w
+        nz = np.nonzero(mag)[0]
+        if nz.size == 0:
+            return 0.0, 0.0
+        last = int(nz[-1]) + 1
+        cands = np.unique(np.linspace(max(1, last // 64), last, 128).astype(int))
+        best_t, best_err = last * w, math.inf
+        for c in cands:
+            t = c * w
+            step = t / (levels if nonneg else levels / 2)
+            inside = centers < t
+            err = np.sum(mag[inside]) * step * step / 12.0
+            err += np.sum(mag[~inside] * (centers[~inside] - t) ** 2)
+            if err < best_err:
+                best_err, best_t = err, t
+        best_t = min(best_t, max(abs(self.min), abs(self.max)))
+        return (0.0 if nonneg else -best_t), best_t
+
+
+def _kl_threshold(hist: np.ndarray, levels: int) -> int:
+    """The number of leading bins of ``hist`` whose clipped, quantized copy has the smallest
+    KL divergence from the original (TensorRT's entropy calibration, vectorized per candidate)."""
+    n = len(hist)
+    nz = np.nonzero(hist)[0]
+    if nz.size == 0:
+        return n
+    last = int(nz[-1]) + 1
+    if last <= levels:
+        return last
+    best_i, best_kl = last, math.inf
+    step = max(1, (last - levels) // 256)
+    for i in range(levels, last + 1, step):
+        src = hist[:i]
+        p = src.copy()
+        p[i - 1] += hist[i:].sum()  # clipped values pile into the last bin
+        # quantize the first i bins into `levels` buckets, spreading each bucket's mass evenly
+        # over its non-empty bins
+        edges = np.linspace(0, i, levels + 1).astype(np.int64)
+        nonzero = src > 0
+        sums = np.add.reduceat(src, edges[:-1])
+        counts = np.add.reduceat(nonzero.astype(np.int64), edges[:-1])
+        per_bin = np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
+        q = np.repeat(per_bin, np.diff(edges)) * nonzero
+        mask = p > 0
+        ps = p / p.sum()
+        qs = q / max(q.sum(), 1e-300)
+        valid = mask & (qs > 0)
+        kl = np.sum(ps[valid] * np.log(ps[valid] / qs[valid]))
+        kl += np.sum(ps[mask & ~valid]) * 30.0  # mass the quantized histogram cannot represent
+        if kl < best_kl:
+            best_kl, best_i = kl, i
+    return best_i
+
+
+def make_observer(spec: ObserverSpec, axis: int | None = None):
+    """The observer a scheme asks for (histogram observers are per tensor)."""
+    params = dict(spec.params)
+    if spec.kind == "minmax":
+        return MinMaxObserver(axis)
+    if spec.kind == "moving_average":
+        return MovingAverageObserver(params.get("momentum", 0.01), axis)
+    if spec.kind in ("percentile", "entropy", "mse"):
+        return HistogramObserver(int(params.get("bins", 2048)))
+    raise ValueError(f"unknown observer {spec.kind!r}")
+
+
+def observed_range(
+    obs, spec: ObserverSpec, dtype: QDType, symmetric: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(lo, hi)`` of an observer according to its scheme's observer kind."""
+    params = dict(spec.params)
+    if isinstance(obs, HistogramObserver):
+        if spec.kind == "percentile":
+            lo, hi = obs.percentile_range(params.get("p", 99.99), symmetric)
+        elif spec.kind == "entropy":
+            lo, hi = obs.entropy_range(dtype, symmetric)
+        else:
+            lo, hi = obs.mse_range(dtype, symmetric)
+        return np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+    return obs.range(dtype, symmetric)

@@ -1,0 +1,139 @@
+"""Scales and zero points, and quantizing arrays, with onnxruntime's conventions.
+
+* asymmetric: the range is widened to include 0, ``scale = (rmax - rmin) / (qmax - qmin)``,
+  ``zp = round(qmin - rmin / scale)``;
+* symmetric: ``scale = max|x| / ((qmax - qmin) / 2)``, ``zp`` the middle of the range (0 for
+  signed types); signed symmetric types use the restricted range ``[-127, 127]`` so that the
+  negation of every value is representable (the TFLite spec and onnxruntime's weights);
+* ``reduce_range``: 7-bit weights (``[-64, 64]``), onnxruntime's workaround for the u8s8
+  16-bit pair-sum saturation of AVX2 CPUs without VNNI (see ARITHMETIC.md);
+* an all-zero range gets ``scale = 1``.
+
+Quantizing divides in float32 (``rint(f32(x / scale)) + zp``, ties to even), exactly as
+onnxruntime's QuantizeLinear does; bias is int32 with ``scale = f32(x_scale * w_scale[c])``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from qcc.quant.scheme import QDType
+
+
+@dataclasses.dataclass(frozen=True)
+class QParams:
+    """Quantization parameters of one tensor (per tensor: 0-d arrays; per channel: 1-d)."""
+
+    dtype: QDType
+    scale: np.ndarray  # float32
+    zero_point: np.ndarray  # of the quantized type
+    axis: int | None = None
+
+    @property
+    def per_channel(self) -> bool:
+        return self.scale.ndim == 1
+
+    def same_as(self, other: QParams) -> bool:
+        return (
+            self.dtype == other.dtype
+            and self.axis == other.axis
+            and np.array_equal(self.scale, other.scale)
+            and np.array_equal(self.zero_point, other.zero_point)
+        )
+
+    def describe(self) -> str:
+        if self.per_channel:
+            return f"{self.dtype.value} per-channel(axis={self.axis}) x{self.scale.size}"
+        return f"{self.dtype.value} scale={float(self.scale):.6g} zp={int(self.zero_point)}"
+
+
+def qrange(dtype: QDType, symmetric: bool, reduce_range: bool = False) -> tuple[int, int]:
+    lo, hi = dtype.qrange
+    if reduce_range and dtype.bits == 8:
+        return (-64, 64) if dtype.signed else (0, 127)
+    if symmetric and dtype.signed:
+        return lo + 1, hi  # [-127, 127]
+    return lo, hi
+
+
+def compute_qparams(
+    lo: np.ndarray | float,
+    hi: np.ndarray | float,
+    dtype: QDType,
+    *,
+    symmetric: bool,
+    reduce_range: bool = False,
+    axis: int | None = None,
+) -> QParams:
+    """Parameters for values in ``[lo, hi]`` (arrays for per-channel)."""
+    lo = np.minimum(np.asarray(lo, dtype=np.float64), 0.0)
+    hi = np.maximum(np.asarray(hi, dtype=np.float64), 0.0)
+    qmin, qmax = qrange(dtype, symmetric, reduce_range)
+    if symmetric:
+        amax = np.maximum(np.abs(lo), np.abs(hi))
+        scale = amax / ((qmax - qmin) / 2.0)
+        zp = np.full(
+            scale.shape, (qmin + qmax + 1) // 2 if not dtype.signed else 0, dtype=np.float64
+        )
+    else:
+        scale = (hi - lo) / float(qmax - qmin)
+        safe = np.where(scale > 0, scale, 1.0)
+        zp = np.clip(np.rint(qmin - lo / safe), qmin, qmax)
+    scale32 = scale.astype(np.float32)
+    tiny = ~(scale32 > 0) | ~np.isfinite(scale32)
+    scale32 = np.where(tiny, np.float32(1.0), scale32).astype(np.float32)
+    zp = np.where(tiny, 0 if dtype.signed else (0 if not symmetric else zp), zp)
+    npdt = np.dtype(dtype.value)
+    return QParams(dtype, scale32, zp.astype(npdt), axis)
+
+
+def quantize(x: np.ndarray, qp: QParams, *, symmetric_clip: bool = False) -> np.ndarray:
+    """``sat(rint(f32(x / scale)) + zp)``; per-channel along ``qp.axis``. ``symmetric_clip``
+    clips signed values to ``[-127, 127]`` (weights)."""
+    x = np.asarray(x, dtype=np.float32)
+    scale, zp = qp.scale, qp.zero_point.astype(np.int64)
+    if qp.per_channel:
+        shape = [1] * x.ndim
+        shape[qp.axis % x.ndim] = -1
+        scale, zp = scale.reshape(shape), zp.reshape(shape)
+    q = np.rint(np.divide(x, scale, dtype=np.float32)).astype(np.int64) + zp
+    lo, hi = qp.dtype.qrange
+    if symmetric_clip and qp.dtype.signed:
+        lo = -hi
+    return np.clip(q, lo, hi).astype(np.dtype(qp.dtype.value))
+
+
+def dequantize(q: np.ndarray, qp: QParams) -> np.ndarray:
+    """``f32(f32(q - zp) * scale)``."""
+    scale, zp = qp.scale, qp.zero_point.astype(np.int64)
+    if qp.per_channel:
+        shape = [1] * q.ndim
+        shape[qp.axis % q.ndim] = -1
+        scale, zp = scale.reshape(shape), zp.reshape(shape)
+    return ((q.astype(np.int64) - zp).astype(np.float32) * scale).astype(np.float32)
+
+
+def quantize_bias(
+    bias: np.ndarray, x_scale: np.ndarray, w_scale: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """int32 bias and its scale ``f32(x_scale * w_scale[c])`` (what onnxruntime requires)."""
+    bscale = (np.float32(x_scale) * w_scale.astype(np.float32)).astype(np.float32)
+    bscale = np.broadcast_to(bscale, bias.shape).astype(np.float32)
+    safe = np.where(bscale > 0, bscale, np.float32(1.0))
+    q = np.rint(bias.astype(np.float64) / safe.astype(np.float64))
+    q = np.clip(q, -(2**31), 2**31 - 1).astype(np.int32)
+    return q, bscale
+
+
+def sqnr_db(ref: np.ndarray, got: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio in dB (inf when exact)."""
+    ref = np.asarray(ref, dtype=np.float64)
+    noise = np.sum((ref - np.asarray(got, dtype=np.float64)) ** 2)
+    signal = np.sum(ref**2)
+    if noise == 0:
+        return float("inf")
+    if signal == 0:
+        return float("-inf")
+    return float(10 * np.log10(signal / noise))
