@@ -79,9 +79,9 @@ class _Quantizer:
             reason = self._float_reason(node, cap)
             if reason:
                 self.kind[node] = Kind.FLOAT
-                if node.op_type not in ("QuantizeLinear", "DequantizeLinear", "Constant"):
-                    if not reason.startswith("-"):
-                        self.floats[(node.op_type, reason)] += 1
+                plumbing = node.op_type in ("QuantizeLinear", "DequantizeLinear", "Constant")
+                if not plumbing and not reason.startswith("-"):
+                    self.floats[(node.op_type, reason)] += 1
             else:
                 self.kind[node] = cap.kind
         # a fusion group onnxruntime does not run as one integer kernel stays float as a whole:
@@ -213,7 +213,7 @@ class _Quantizer:
         for v in tensors:
             groups[find(v)].append(v)
         out: dict[Value, QParams] = {}
-        for root, members in groups.items():
+        for members in groups.values():
             lo, hi = np.inf, -np.inf
             scheme = None
             clamp_lo, clamp_hi = -np.inf, np.inf

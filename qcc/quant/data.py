@@ -210,7 +210,8 @@ def _array_file(f: Path, inputs: list[Value]) -> tuple[Callable[[int], dict], in
             if len(inputs) != 1:
                 raise CalibrationError(
                     f"{f}: a .npy holds one input, but the model has inputs "
-                    f"{', '.join(repr(v.name) for v in inputs)}: use an .npz with one array per input"
+                    f"{', '.join(repr(v.name) for v in inputs)}: use an .npz with one array "
+                    "per input"
                 )
             data = {inputs[0].name: arr}
         else:
