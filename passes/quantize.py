@@ -379,6 +379,21 @@ class _Quantizer:
         uses = list(v.uses)
         if not uses and not v.is_graph_output:
             return
+        if v.const is not None and not v.is_graph_input:
+            # a constant operand (Add's bias, Mul's scale): quantize it now, behind a DQ. On
+            # x86 onnxruntime computes int8 activations in the uint8 domain and fuses only
+            # uint8 constant operands, which have their own parameters anyway.
+            if qp.dtype is QDType.INT8:
+                c = v.const.astype(np.float64)
+                qp = compute_qparams(c.min(), c.max(), QDType.UINT8, symmetric=False)
+            v.quant = qp
+            for use in uses:
+                if self.quantized(use.node):
+                    q = quantize_array(v.const, qp)
+                    self._dq_const(
+                        use.node, use.index, q, qp.scale, qp.zero_point, None, f"{v.name}_quantized"
+                    )
+            return
         producer_q = self.quantized(v.producer) and not self.internal(v)
         scale = g.add_constant(qp.scale, f"{v.name}_scale")
         zp = g.add_constant(qp.zero_point, f"{v.name}_zero_point")

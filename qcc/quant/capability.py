@@ -17,7 +17,10 @@ and probes of ``SessionOptions.optimized_model_filepath`` on onnxruntime 1.31):
 * everything else (ConvTranspose, HardSwish, HardSigmoid, Tanh, Pad, linear Resize, Sub,
   Div, ReduceMean, ...) runs in float between a DQ and a Q.
 
-int8 activations need int8 weights; uint8 activations take int8 weights; per-channel weight
+Constant operands of integer ops (Add's bias, Mul's scale) are quantized at compile time, as
+uint8 even when activations are int8: x86 onnxruntime computes int8 activations in the uint8
+domain and fuses only uint8 constant operands. int8 activations need int8 weights; uint8
+activations take int8 weights; per-channel weight
 zero points must all be equal (they are 0 here); int8 graph inputs and outputs are not fused
 on x86 unless the session allows it, so graph inputs and outputs stay float.
 """

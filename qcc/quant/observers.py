@@ -133,19 +133,25 @@ class HistogramObserver:
 
     def update(self, x: np.ndarray) -> None:
         x = np.asarray(x, dtype=np.float32).reshape(-1)
-        x = x[np.isfinite(x)]
         if x.size == 0:
             return
         lo, hi = float(x.min()), float(x.max())
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            x = x[np.isfinite(x)]
+            if x.size == 0:
+                return
+            lo, hi = float(x.min()), float(x.max())
         self.min, self.max = min(self.min, lo), max(self.max, hi)
         amax = max(abs(lo), abs(hi))
         # smallest power of two strictly above amax (so amax lands in the last bin, not past it)
         exp = math.frexp(amax)[1] if amax > 0 else -126
         self._grow_to(max(exp, self.exp if self.exp is not None else exp))
-        scale = self.bins / self.R
-        # float64 so the bin of each value is exact (x * B / R is a power-of-two scaling)
-        idx = np.floor(x.astype(np.float64) * scale).astype(np.int64) + self.bins
-        np.clip(idx, 0, 2 * self.bins - 1, out=idx)
+        # B / R is a power of two, so x * (B / R) is exact in float32 and so is its floor; and
+        # since |x| < R the bin index lies in [-B, B) without clipping
+        scaled = x * np.float32(math.ldexp(self.bins, -self.exp))
+        np.floor(scaled, out=scaled)
+        idx = scaled.astype(np.int32)
+        idx += self.bins
         self.counts += np.bincount(idx, minlength=2 * self.bins)
 
     def merge(self, other: HistogramObserver) -> None:

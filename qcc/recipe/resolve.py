@@ -29,6 +29,7 @@ from qcc.ir import Model
 from qcc.pipeline import PassInfo, PassInvocation, SourceLocation, get_pass, load_builtin_passes
 from qcc.quant.scheme import OBSERVERS, Granularity, ObserverSpec, QDType, QuantScheme
 from qcc.recipe import ast as A
+from qcc.recipe import fmt
 from qcc.recipe.diagnostics import Diagnostic, RecipeError, Sources
 from qcc.recipe.parser import BadSelector, parse_recipe, parse_value
 from qcc.select import Selector
@@ -104,7 +105,7 @@ class Recipe:
 
     path: str
     name: str | None
-    variables: dict[str, Any]
+    variables: dict[str, str]  # name -> value as recipe text
     schemes: dict[str, QuantScheme]
     pipeline: list[PassInvocation]
     calibration: CalibrationConfig | None
@@ -130,7 +131,7 @@ class Recipe:
         lines = [f"recipe {self.name or '(unnamed)'}"]
         if self.variables:
             lines.append("variables:")
-            lines += [f"  {k} = {_show(v)}" for k, v in self.variables.items()]
+            lines += [f"  {k} = {v}" for k, v in self.variables.items()]
         if self.schemes:
             lines.append("schemes:")
             lines += [f"  {k} = {v}" for k, v in self.schemes.items()]
@@ -411,7 +412,7 @@ class _Resolution:
         return Recipe(
             path=str(self.path),
             name=self.name,
-            variables={k: self.python(v) for k, v in self.values.items()},
+            variables={k: fmt.value(v) for k, v in self.values.items()},
             schemes=self.schemes,
             pipeline=pipeline,
             calibration=calibration,
@@ -531,7 +532,13 @@ class _Resolution:
 
     # -- schemes
     def scheme(self, decl: A.Scheme) -> QuantScheme | None:
-        words = [self.subst(w) if isinstance(w, A.Call) else w for w in decl.words]
+        words = [self.subst(w) if isinstance(w, A.Call | A.Var) else w for w in decl.words]
+        bad = [w for w in words if not isinstance(w, A.Ident | A.Call)]
+        for w in bad:
+            if not _mentions_undefined(w):
+                self.err("E500", f"scheme {decl.name!r}: a scheme word is a name or a call", w.span)
+        if bad:
+            return None
         head = words[0]
         dtypes = [d.value for d in QDType]
         if not isinstance(head, A.Ident) or head.name not in dtypes:
@@ -1124,6 +1131,8 @@ def _same_kind(default: A.Value, value: A.Value) -> bool:
     numbers = (A.Float, A.Fraction)
     if isinstance(default, numbers):
         return isinstance(value, A.Int | A.Float | A.Fraction)
+    if isinstance(default, A.Call) or (isinstance(default, A.Ident) and default.name not in _BOOLS):
+        return isinstance(value, A.Ident | A.Call)  # an observer: `entropy` or `percentile(99)`
     if isinstance(default, A.Ident) and default.name in _BOOLS:
         return isinstance(value, A.Ident) and value.name in _BOOLS
     return type(default) is type(value)

@@ -1,0 +1,37 @@
+# int8-ort: INT8 for onnxruntime on x86 CPUs, the default to start from.
+#
+#   qcc compile model.onnx -r int8-ort --calib calib.npy -o model.int8.onnx
+#
+# uint8 activations (asymmetric, per tensor) with int8 weights (symmetric, per channel) is the
+# pair onnxruntime's x86 kernels run fastest (u8s8, VNNI). The quantize pass places the
+# QuantizeLinear/DequantizeLinear nodes where onnxruntime fuses them into QLinearConv,
+# QLinearMatMul, QGemm, QLinearAdd/Mul/Concat/..., absorbs Relu and ReLU6 into the
+# quantizers, and leaves ops it cannot run in integer in float with as few boundaries as
+# possible (the compile report lists them).
+
+recipe int8_ort
+
+include "common/cleanup.q"
+
+# How activation ranges are chosen from the calibration data: minmax, percentile(P),
+# entropy (KL, TensorRT's method) or mse. Override with -D observer=entropy.
+let observer = percentile(99.999)
+# Calibration samples, drawn with the seed from the data given with --calib.
+let samples = 256
+
+calibration { samples $samples, seed 0 }
+
+scheme w8 = int8 symmetric per_channel
+scheme a8 = uint8 asymmetric per_tensor observer $observer
+
+pipeline {
+  use cleanup
+  # Conv/Gemm/MatMul + Relu or ReLU6: one integer kernel in onnxruntime.
+  fuse-activations
+  observe weights = w8, activations = a8
+  calibrate
+  quantize
+}
+
+# Per-channel DequantizeLinear needs opset 13: older models are converted up to it.
+target onnx { format = qdq, min_opset = 13 }

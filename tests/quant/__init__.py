@@ -1,0 +1,1 @@
+"""Tests of the quantization core: observers, parameters, calibration data."""
