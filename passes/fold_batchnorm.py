@@ -32,8 +32,9 @@ Does not fire when
 from __future__ import annotations
 
 import numpy as np
+from qcc.passes._channel_affine import fold_channel_affine
 
-from qcc.ir import Graph, Node, Value, constant_value, derived_origin
+from qcc.ir import Graph, Node, constant_value, derived_origin
 from qcc.pipeline import PassContext, PassResult, register_pass
 
 
@@ -56,7 +57,7 @@ def fold_batchnorm(graph: Graph, ctx: PassContext, *, standalone: bool = True) -
         s, t = params
         x = bn.input(0)
         producer = x.producer if x is not None else None
-        reason = _fold_into(graph, producer, bn, s, t) if producer is not None else "no producer"
+        reason = _fold(graph, producer, bn, s, t) if producer is not None else "no producer"
         if reason is None:
             result.count(f"folded-into-{producer.op_type}")
             result.note(f"folded {bn.describe()} into {producer.describe()}")
@@ -84,100 +85,11 @@ def _bn_params(bn: Node) -> tuple[np.ndarray, np.ndarray] | None:
     return s, beta - mean * s
 
 
-def _fold_into(graph: Graph, p: Node, bn: Node, s: np.ndarray, t: np.ndarray) -> str | None:
-    """Fold into producer ``p``; returns None on success, else why not."""
+def _fold(graph: Graph, p: Node, bn: Node, s: np.ndarray, t: np.ndarray) -> str | None:
     y = p.outputs[0]
-    if p.domain or p.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
-        return f"its input comes from {p.op_type}"
-    if len(y.uses) != 1 or y.is_graph_output:
-        return f"{p.describe()}'s output has other users"
-    w_in = 1
-    w = constant_value(p.input(w_in))
-    if w is None or not np.issubdtype(w.dtype, np.floating):
-        return f"{p.describe()} has no constant float weights"
-    c = len(s)
-    dt = w.dtype
-    w64 = w.astype(np.float64)
-    bias_idx = 2
-    if p.op_type == "Conv":
-        if w.ndim < 3 or w.shape[0] != c:
-            return "channel counts disagree"
-        w_new = w64 * s.reshape((c,) + (1,) * (w.ndim - 1))
-        b_old = _bias(p.input(2), c)
-        if b_old is None:
-            return f"{p.describe()} has a non-constant bias"
-    elif p.op_type == "ConvTranspose":
-        g = int(p.attr("group", 1))
-        if w.ndim < 3 or w.shape[1] * g != c or w.shape[0] % g:
-            return "channel counts disagree"
-        per = w.shape[1]
-        w_g = w64.reshape((g, w.shape[0] // g, *w.shape[1:]))
-        w_new = (w_g * s.reshape((g, 1, per) + (1,) * (w.ndim - 2))).reshape(w.shape)
-        b_old = _bias(p.input(2), c)
-        if b_old is None:
-            return f"{p.describe()} has a non-constant bias"
-    elif p.op_type == "Gemm":
-        axis = 0 if p.attr("transB", 0) else 1
-        if w.ndim != 2 or w.shape[axis] != c:
-            return "channel counts disagree"
-        w_new = w64 * (s.reshape(c, 1) if axis == 0 else s.reshape(1, c))
-        beta = float(p.attr("beta", 1.0))
-        c_in = p.input(2)
-        c_val = constant_value(c_in) if c_in is not None else None
-        if c_in is not None and c_val is None:
-            return f"{p.describe()} has a non-constant C"
-        b_old = beta * c_val.astype(np.float64) if c_val is not None else np.zeros(c)
-        if b_old.ndim > 2 or (b_old.ndim >= 1 and b_old.shape[-1] not in (1, c)):
-            return "C does not broadcast per channel"
-    else:  # MatMul
-        if w.ndim != 2 or w.shape[1] != c:
-            return "channel counts disagree"
-        if y.shape is None or len(y.shape) != 2:
-            return "MatMul output is not 2-D (BN's axis 1 is not its channel axis)"
-        w_new = w64 * s.reshape(1, c)
-        b_old = np.zeros(c)
-        bias_idx = None
-    b_new = (b_old * s + t).astype(dt)
-    w_val = graph.add_constant(w_new.astype(dt), f"{p.input(w_in).name}_bnfold")
-    b_val = graph.add_constant(b_new, f"{bn.name or p.name or 'bn'}_bias")
-    origin = derived_origin(p, bn)
-    ins = list(p.inputs)
-    ins[w_in] = w_val
-    new_nodes: list[Node]
-    if bias_idx is None:
-        mm = Node("MatMul", ins, name=p.name, origin=origin)
-        add = Node(
-            "Add",
-            [mm.output, b_val],
-            name=graph.names.fresh_node(f"{p.name or 'matmul'}/bn_bias"),
-            origin=origin,
-        )
-        new_nodes = [mm, add]
-    else:
-        while len(ins) <= bias_idx:
-            ins.append(None)
-        ins[bias_idx] = b_val
-        attrs = dict(p.attrs)
-        if p.op_type == "Gemm":
-            attrs.pop("beta", None)
-        new_nodes = [Node(p.op_type, ins, attrs=attrs, name=p.name, origin=origin)]
-    graph.insert_before(bn, *new_nodes)
-    graph.replace_value(bn.outputs[0], new_nodes[-1].outputs[0], keep_name=True)
-    old_inputs = [*p.inputs, *bn.inputs]
-    graph.remove(bn)
-    graph.remove(p)
-    graph.remove_unused_constants(old_inputs)
-    return None
-
-
-def _bias(v: Value | None, c: int) -> np.ndarray | None:
-    """The bias as float64 ``[c]``; zeros if absent, None if not a constant of that size."""
-    if v is None:
-        return np.zeros(c)
-    b = constant_value(v)
-    if b is None or b.size != c:
-        return None
-    return b.astype(np.float64).reshape(-1)
+    if p.op_type == "MatMul" and (y.shape is None or len(y.shape) != 2):
+        return "MatMul output is not 2-D (BN's axis 1 is not its channel axis)"
+    return fold_channel_affine(graph, p, bn, s, t, tag="bnfold")
 
 
 def _to_mul_add(graph: Graph, bn: Node, s: np.ndarray, t: np.ndarray) -> bool:

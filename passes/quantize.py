@@ -48,12 +48,18 @@ _REALIZED_GROUPS = {"conv-relu", "conv-clip"}  # what onnxruntime executes as on
 
 
 @register_pass("quantize", selectable=True)
-def quantize(graph: Graph, ctx: PassContext) -> PassResult:
-    """Insert QuantizeLinear/DequantizeLinear so the target runs the planned ops in integer."""
+def quantize(graph: Graph, ctx: PassContext, *, concat_range_ratio: float = 16.0) -> PassResult:
+    """Insert QuantizeLinear/DequantizeLinear so the target runs the planned ops in integer.
+
+    Options:
+        concat-range-ratio: keep a Concat in float when the ranges of its inputs differ by more
+            than this factor (one output scale would erase the small-range inputs: detector
+            heads that concatenate box coordinates with probabilities); 0 disables the check.
+    """
     plan = get_plan(ctx.session, "quantize")
     if plan.calibrated == 0 and any(_needs_data(o) for o, _ in plan.observers.values()):
         raise PassError("quantize needs calibration: run `calibrate` before it")
-    return _Quantizer(graph, ctx, plan).run()
+    return _Quantizer(graph, ctx, plan, concat_range_ratio).run()
 
 
 def _needs_data(obs) -> bool:
@@ -61,7 +67,8 @@ def _needs_data(obs) -> bool:
 
 
 class _Quantizer:
-    def __init__(self, graph: Graph, ctx: PassContext, plan) -> None:
+    def __init__(self, graph: Graph, ctx: PassContext, plan, concat_range_ratio: float) -> None:
+        self.concat_range_ratio = concat_range_ratio
         self.g = graph
         self.ctx = ctx
         self.plan = plan
@@ -84,13 +91,15 @@ class _Quantizer:
                     self.floats[(node.op_type, reason)] += 1
             else:
                 self.kind[node] = cap.kind
-        # a fusion group onnxruntime does not run as one integer kernel stays float as a whole:
-        # no quantizer may go inside a group
+        # a fusion group onnxruntime does not run as one integer kernel (an unrealized rule,
+        # or an anchor it runs in float such as ConvTranspose) stays float as a whole: no
+        # quantizer may go inside a group
         for node in list(self.kind):
             group = fusion_group(node)
-            if group is None or group.rule in _REALIZED_GROUPS:
+            if group is None:
                 continue
-            if self.kind[node] is not Kind.FLOAT:
+            realized = group.rule in _REALIZED_GROUPS and self.kind.get(group.anchor) is Kind.LINEAR
+            if not realized and self.kind[node] is not Kind.FLOAT:
                 self.kind[node] = Kind.FLOAT
                 why = f"in fusion group {group.rule}, which onnxruntime runs in float"
                 self.floats[(node.op_type, why)] += 1
@@ -126,6 +135,17 @@ class _Quantizer:
                 )
             if a.dtype.bits != 8 or w.dtype.bits != 8:
                 return "16-bit linear ops have no onnxruntime integer kernel"
+        if node.op_type == "Concat" and self.concat_range_ratio > 0:
+            amax = []
+            for v in node.inputs:
+                r = self.range_of(v) if v is not None else None
+                if r is not None and max(abs(r[0]), abs(r[1])) > 0:
+                    amax.append(max(abs(r[0]), abs(r[1])))
+            if amax and max(amax) / min(amax) > self.concat_range_ratio:
+                return (
+                    f"its inputs' ranges differ by more than {self.concat_range_ratio:g}x "
+                    "(one scale would erase the small ones)"
+                )
         if cap.kind is Kind.ABSORBED and node.op_type == "Clip":
             lo = constant_value(node.input(1))
             if node.input(1) is not None and (lo is None or float(lo) != 0.0):
@@ -411,6 +431,7 @@ class _Quantizer:
             else:
                 g.insert_before(first, q)
         v.quant = qp
+        self.plan.quantized[v.name] = (q.output.name, qp)
         for use in uses:
             consumer = use.node
             if not producer_q and not self.quantized(consumer):

@@ -8,6 +8,7 @@ A selector is a small expression tree. Atoms:
 * ``between(["a"], ["b"])``: the subgraph between two sets of tensors or nodes: nodes reachable
   from a start and from which an end is reachable (a start tensor starts at its consumers, an end
   tensor ends at its producer);
+* ``inputs()`` / ``outputs()``: nodes that read a graph input / write a graph output;
 * ``all``: every node.
 
 Combined with ``|`` (union), ``&`` (intersection) and ``-`` (difference); ``-`` binds tighter
@@ -208,6 +209,22 @@ class Between(Selector):
             return "[" + ", ".join(f'"{x}"' for x in xs) + "]"
 
         return f"between({lst(self.starts)}, {lst(self.ends)})"
+
+
+@dataclasses.dataclass(frozen=True, eq=True)
+class Boundary(Selector):
+    """``inputs()``: nodes that read a graph input; ``outputs()``: nodes that write a graph
+    output (the first and last layers, which quantization often hurts most)."""
+
+    side: str  # "inputs" or "outputs"
+
+    def _ids(self, graph: Graph) -> set[int]:
+        if self.side == "inputs":
+            return {id(u.node) for v in graph.inputs for u in v.uses if u.node.graph is graph}
+        return {id(v.producer) for v in graph.outputs if v.producer is not None}
+
+    def __str__(self) -> str:
+        return f"{self.side}()"
 
 
 @dataclasses.dataclass(frozen=True, eq=True)

@@ -25,4 +25,4 @@ pipeline {
   quantize
 }
 
-target onnx { format = qdq, min_opset = 13 }
+target onnx { format = qdq, min_opset = 14 }

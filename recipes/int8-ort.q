@@ -33,5 +33,5 @@ pipeline {
   quantize
 }
 
-# Per-channel DequantizeLinear needs opset 13: older models are converted up to it.
-target onnx { format = qdq, min_opset = 13 }
+# Per-channel DequantizeLinear needs opset 13 and HardSwish 14: older models are converted up.
+target onnx { format = qdq, min_opset = 14 }

@@ -25,6 +25,7 @@ pytestmark = [pytest.mark.zoo, needs_zoo]
 
 PIPELINE = "fold-constants,eliminate-identity,fold-batchnorm,eliminate-dead-code"
 EXACT_PASSES = ["fold-constants", "eliminate-identity", "eliminate-dead-code", "fuse-activations"]
+ROUNDING_PASSES = ["fold-batchnorm", "fold-affine", "recompose-hardswish"]
 
 
 def _outputs(model_or_path, feeds_list):
@@ -79,7 +80,7 @@ def test_each_pass_keeps_fp32_outputs(name):
     path = zoo_model(name)
     feeds = zoo_feeds(name)
     ref = _outputs(path, feeds)
-    for pass_name in [*EXACT_PASSES, "fold-batchnorm"]:
+    for pass_name in [*EXACT_PASSES, *ROUNDING_PASSES]:
         m = read_model(path)
         run_pass(m, pass_name)  # verifies the IR after the pass
         got = _outputs(lower_model(m), feeds)
@@ -117,6 +118,8 @@ def test_builtin_recipe_runs_and_reports_each_pass(cli, tmp_path, name):
         "fold-constants",
         "eliminate-identity",
         "fold-batchnorm",
+        "fold-affine",
+        "recompose-hardswish",
         "eliminate-dead-code",
         "fuse-activations",
     ]

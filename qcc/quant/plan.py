@@ -30,6 +30,8 @@ class QuantPlan:
     observers: dict[Value, tuple[Any, QuantScheme]] = dataclasses.field(default_factory=dict)
     calibrated: int = 0  # samples seen
     fp32_model: bytes | None = None  # the FP32 model as observed, for error reports
+    # quantized tensor (its name in the FP32 model) -> (its QuantizeLinear's output, params)
+    quantized: dict[str, tuple[str, Any]] = dataclasses.field(default_factory=dict)
 
 
 def get_plan(session, pass_name: str) -> QuantPlan:

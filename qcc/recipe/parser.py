@@ -104,6 +104,8 @@ SELECTOR_FUNCTIONS = {
     "op": "op(Type, ...): nodes of these op types",
     "name": 'name("glob", ~"regex", ...): nodes whose name matches',
     "between": 'between(["start", ...], ["end", ...]): the subgraph between tensors or nodes',
+    "inputs": "inputs(): nodes that read a graph input",
+    "outputs": "outputs(): nodes that write a graph output",
 }
 
 
@@ -304,6 +306,10 @@ class _Build(Transformer):
                         return BadSelector(text, "E402", f"invalid regular expression {v!r}: {e}")
                 parts.append(select.NamePattern(v, regex=(k == "regex")))
             return functools.reduce(select.Union, parts)
+        if fn in ("inputs", "outputs"):
+            if args:
+                return BadSelector(text, "E401", f"{fn}() takes no arguments")
+            return select.Boundary(fn)
         if fn == "between":
             if kinds != ["list", "list"] or not args[0][1] or not args[1][1]:
                 return BadSelector(

@@ -20,6 +20,11 @@ pipeline cleanup {
   # BatchNormalization into the Conv/ConvTranspose/Gemm/MatMul before it; a BN that cannot
   # be folded becomes a per-channel Mul + Add.
   fold-batchnorm
+  # Constant Mul/Div/Add/Sub after a Conv/Gemm/MatMul into its weights and bias (Paddle's
+  # "learnable affine" blocks, scale-and-shift layers): one requantization less each.
+  fold-affine
+  # x * Clip(x + 3, 0, 6) / 6 and x * HardSigmoid(x) back into one HardSwish (opset 14+).
+  recompose-hardswish
   # Whatever the steps above left unused.
   eliminate-dead-code
 }

@@ -25,9 +25,9 @@ def test_compile_with_builtin_recipe_names_each_pass_and_line(cli, tmp_path):
     out = tmp_path / "d.onnx"
     code, stdout, stderr = cli("compile", DIGITS, "-r", "fp32-optimize", "-o", out)
     assert code == 0, stderr
-    assert "[1/5] fold-constants (qcc:common/cleanup.q:17:3) changed" in stdout
+    assert "[1/7] fold-constants (qcc:common/cleanup.q:17:3) changed" in stdout
     assert (
-        "[5/5] fuse-activations (qcc:fp32-optimize.q:17:3) changed: conv-clip=1, conv-relu=4"
+        "[7/7] fuse-activations (qcc:fp32-optimize.q:17:3) changed: conv-clip=1, conv-relu=4"
         in stdout
     )
     meta = {p.key: p.value for p in onnx.load(out).metadata_props}
