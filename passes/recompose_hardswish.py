@@ -28,27 +28,27 @@ def recompose_hardswish(graph: Graph, ctx: PassContext) -> PassResult:
         return result
     gated = _gated("HardSigmoid", _is_hardsigmoid_for_swish)
     seen: set[int] = set()
-    for node in list(graph):
-        if node.is_erased:
+    candidates = [*graph.inputs, *(o for n in graph for o in n.outputs)]
+    for x in candidates:
+        if x.producer is not None and x.producer.is_erased:
             continue
-        for x in node.outputs:
-            users = x.consumers()
-            members = _paddle_hardswish(x, users) or gated(x, users)
-            if members is None or any(id(m) in seen for m in members):
-                continue
-            seen.update(id(m) for m in members)
-            last = members[-1]
-            hs = Node(
-                "HardSwish",
-                [x],
-                name=graph.names.fresh_node(f"{last.name or 'hardswish'}/HardSwish"),
-                origin=derived_origin(*members),
-            )
-            graph.insert_after(last, hs)
-            graph.replace_value(last.outputs[0], hs.output, keep_name=True)
-            old = [v for m in members for v in m.inputs]
-            for m in reversed(members):
-                graph.remove(m)
-            graph.remove_unused_constants(old)
-            result.count("recomposed")
+        users = x.consumers()
+        members = _paddle_hardswish(x, users) or gated(x, users)
+        if members is None or any(id(m) in seen for m in members):
+            continue
+        seen.update(id(m) for m in members)
+        last = members[-1]
+        hs = Node(
+            "HardSwish",
+            [x],
+            name=graph.names.fresh_node(f"{last.name or 'hardswish'}/HardSwish"),
+            origin=derived_origin(*members),
+        )
+        graph.insert_after(last, hs)
+        graph.replace_value(last.outputs[0], hs.output, keep_name=True)
+        old = [v for m in members for v in m.inputs]
+        for m in reversed(members):
+            graph.remove(m)
+        graph.remove_unused_constants(old)
+        result.count("recomposed")
     return result

@@ -181,3 +181,20 @@ def test_quantize_without_observe_or_calibration_fails_clearly():
         PassManager([PassInvocation("quantize")]).run(m)
     with pytest.raises(PassError, match="no calibration data"):
         PassManager([PassInvocation("observe"), PassInvocation("calibrate")]).run(m)
+
+
+def test_error_report_ranks_tensors_worst_first():
+    m = lift(convnet())
+    f = feeds()
+    pipeline = [
+        PassInvocation(s)
+        for s in ("fold-constants", "fuse-activations", "observe", "calibrate", "quantize")
+    ]
+    pipeline.append(
+        PassInvocation("error-report", get_pass("error-report").bind({"samples": 4, "show": 3}))
+    )
+    rec = PassManager(pipeline, session=Session(calibration=calib_set(m, f))).run(m)[-1]
+    assert rec.stats["samples"] == 4 and rec.stats["sqnr-dB:y"] > 15
+    values = [float(n.split("dB")[0]) for n in rec.notes]
+    assert len(values) == 3 and values == sorted(values)
+    assert not rec.changed
