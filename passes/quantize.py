@@ -112,6 +112,8 @@ class _Quantizer:
             return "excluded by the recipe"
         if node not in self.plan.activations:
             return "not observed"
+        if self.plan.activations[node].dtype.bits != 8:
+            return "16-bit activations have no onnxruntime integer kernel"
         for i, role in cap.inputs:
             v = node.input(i)
             if role is Role.ACTIVATION and not self._quantizable(v):

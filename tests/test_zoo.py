@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import numpy as np
@@ -128,3 +129,38 @@ def test_builtin_recipe_runs_and_reports_each_pass(cli, tmp_path, name):
         assert re.search(r"\d+\.\d ms\)$", ln), ln
     feeds = zoo_feeds(name)
     assert _tolerance_ok(_outputs(path, feeds), _outputs(out, feeds)) is None
+
+
+def _optimized_ops(path) -> dict[str, int]:
+    import collections
+    import tempfile
+
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as d:
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        so.optimized_model_filepath = f"{d}/opt.onnx"
+        ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        return collections.Counter(n.op_type for n in onnx.load(f"{d}/opt.onnx").graph.node)
+
+
+@pytest.mark.parametrize("name", ZOO_MODELS)
+def test_default_int8_recipe_leaves_no_quantized_linear_op_in_float(cli, tmp_path, name):
+    from tests.conftest import ZOO
+
+    path = zoo_model(name)
+    calib = next(iter(sorted((ZOO / name).glob("calib.np*"))))
+    out = tmp_path / "q.onnx"
+    code, _, stderr = cli(
+        "compile", path, "-r", "int8-ort", "-D", "samples=4", "--calib", calib, "-o", out
+    )
+    assert code == 0, stderr
+    onnx.checker.check_model(str(out))
+    ops = _optimized_ops(out)
+    # the only linear ops onnxruntime may run in float are the ones it has no kernel for
+    assert ops.get("Conv", 0) + ops.get("FusedConv", 0) == 0, ops
+    assert ops.get("Gemm", 0) + ops.get("FusedGemm", 0) == 0, ops
+    assert ops.get("MatMul", 0) + ops.get("FusedMatMul", 0) == 0, ops
+    assert sum(v for k, v in ops.items() if k.startswith("QLinear") or k == "QGemm") > 0
+    assert os.path.getsize(out) < os.path.getsize(path)
