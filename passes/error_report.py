@@ -36,8 +36,10 @@ def error_report(graph: Graph, ctx: PassContext, *, samples: int = 8, show: int 
     """
     plan = get_plan(ctx.session, "error-report")
     data = ctx.session.calibration
-    if data is None or plan.fp32_model is None or not plan.quantized:
+    if data is None or not plan.quantized:
         raise PassError("error-report needs observe, calibrate and quantize before it")
+    if plan.fp32_model is None:
+        raise PassError("error-report cannot keep a copy of a model above 2 GB")
     fp32 = onnx.ModelProto()
     fp32.ParseFromString(plan.fp32_model)
     quant = lower_model(ctx.model)

@@ -15,6 +15,8 @@ that are not float32, or inside subgraphs.
 
 from __future__ import annotations
 
+from google.protobuf.message import EncodeError
+
 from qcc.frontend import lower_model
 from qcc.ir import DType, Graph, Value
 from qcc.pipeline import PassContext, PassResult, register_pass
@@ -75,7 +77,10 @@ def observe(
     chosen = {**consumer_scheme, **producer_scheme}  # the producer's scheme wins
     for v, scheme in chosen.items():
         plan.observers[v] = (make_observer(scheme.observer), scheme)
-    plan.fp32_model = lower_model(ctx.model).SerializeToString()
+    try:
+        plan.fp32_model = lower_model(ctx.model).SerializeToString()
+    except EncodeError:  # above protobuf's 2 GB: error-report will say it cannot run
+        plan.fp32_model = None
     ctx.session.state[KEY] = plan
     result.count("nodes", len(plan.activations))
     result.count("tensors", len(plan.observers))

@@ -34,11 +34,13 @@ class Observer(Protocol):
     def range(self, dtype: QDType, symmetric: bool) -> tuple[np.ndarray, np.ndarray]: ...
 
 
-def _reduce_axes(x: np.ndarray, axis: int | None) -> tuple[int, ...] | None:
-    if axis is None:
+def _batch_range(x: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """A batch's min and max (float64), over everything or per channel along ``axis``."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.size == 0:
         return None
-    a = axis % x.ndim
-    return tuple(i for i in range(x.ndim) if i != a)
+    axes = None if axis is None else tuple(i for i in range(x.ndim) if i != axis % x.ndim)
+    return np.min(x, axis=axes).astype(np.float64), np.max(x, axis=axes).astype(np.float64)
 
 
 class MinMaxObserver:
@@ -50,12 +52,10 @@ class MinMaxObserver:
         self.hi: np.ndarray | None = None
 
     def update(self, x: np.ndarray) -> None:
-        x = np.asarray(x, dtype=np.float32)
-        if x.size == 0:
+        batch = _batch_range(x, self.axis)
+        if batch is None:
             return
-        axes = _reduce_axes(x, self.axis)
-        lo = np.min(x, axis=axes).astype(np.float64)
-        hi = np.max(x, axis=axes).astype(np.float64)
+        lo, hi = batch
         if self.lo is None:
             self.lo, self.hi = lo, hi
         else:
@@ -88,12 +88,10 @@ class MovingAverageObserver(MinMaxObserver):
         self.momentum = momentum
 
     def update(self, x: np.ndarray) -> None:
-        x = np.asarray(x, dtype=np.float32)
-        if x.size == 0:
+        batch = _batch_range(x, self.axis)
+        if batch is None:
             return
-        axes = _reduce_axes(x, self.axis)
-        lo = np.min(x, axis=axes).astype(np.float64)
-        hi = np.max(x, axis=axes).astype(np.float64)
+        lo, hi = batch
         if self.lo is None:
             self.lo, self.hi = lo, hi
         else:
