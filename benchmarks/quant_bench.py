@@ -147,6 +147,9 @@ def pairwise(a: Path, b: Path, feed: dict, runs: int) -> float:
     so = ort.SessionOptions()
     so.intra_op_num_threads = 2
     so.log_severity_level = 3
+    # two sessions alternate on 2 cores: a session's idle threads must not spin and steal
+    # CPU from the other's run (with spinning, identical models measured 0.7x to 1.07x)
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     sa = ort.InferenceSession(str(a), so, providers=["CPUExecutionProvider"])
     sb = ort.InferenceSession(str(b), so, providers=["CPUExecutionProvider"])
     for s in (sa, sb):
