@@ -55,12 +55,13 @@ class MinMaxObserver:
         batch = _batch_range(x, self.axis)
         if batch is None:
             return
-        lo, hi = batch
         if self.lo is None:
-            self.lo, self.hi = lo, hi
+            self.lo, self.hi = batch
         else:
-            self.lo = np.minimum(self.lo, lo)
-            self.hi = np.maximum(self.hi, hi)
+            self.lo, self.hi = self._combine(*batch)
+
+    def _combine(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.minimum(self.lo, lo), np.maximum(self.hi, hi)
 
     def merge(self, other: MinMaxObserver) -> None:
         if other.lo is None:
@@ -68,8 +69,7 @@ class MinMaxObserver:
         if self.lo is None:
             self.lo, self.hi = other.lo.copy(), other.hi.copy()
         else:
-            self.lo = np.minimum(self.lo, other.lo)
-            self.hi = np.maximum(self.hi, other.hi)
+            self.lo, self.hi = self._combine(other.lo, other.hi)
 
     def range(self, dtype: QDType, symmetric: bool) -> tuple[np.ndarray, np.ndarray]:
         if self.lo is None:
@@ -87,17 +87,9 @@ class MovingAverageObserver(MinMaxObserver):
         super().__init__(axis)
         self.momentum = momentum
 
-    def update(self, x: np.ndarray) -> None:
-        batch = _batch_range(x, self.axis)
-        if batch is None:
-            return
-        lo, hi = batch
-        if self.lo is None:
-            self.lo, self.hi = lo, hi
-        else:
-            m = self.momentum
-            self.lo = (1 - m) * self.lo + m * lo
-            self.hi = (1 - m) * self.hi + m * hi
+    def _combine(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        m = self.momentum
+        return (1 - m) * self.lo + m * lo, (1 - m) * self.hi + m * hi
 
     def merge(self, other: Observer) -> None:
         raise TypeError("a moving average depends on the order of the data and cannot merge")
