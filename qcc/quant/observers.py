@@ -185,6 +185,10 @@ class HistogramObserver:
         levels = 128 if (symmetric or self.min < 0) else 256
         if dtype.bits > 8:
             return self.min, self.max  # 16-bit: no clipping needed
+        if self.counts.sum() < MIN_VALUES_PER_LEVEL * levels:
+            # too few values for the KL estimate to mean anything (a pooled [N, C, 1, 1]
+            # tensor over a few samples): clipping it would be guesswork, keep the full range
+            return self.min, self.max
         mag = (self.counts[self.bins :] + self.counts[: self.bins][::-1]).astype(np.float64)
         t = _kl_threshold(mag, levels) * (self.R / self.bins)
         t = min(t, max(abs(self.min), abs(self.max)))
@@ -217,6 +221,12 @@ class HistogramObserver:
                 best_err, best_t = err, t
         best_t = min(best_t, max(abs(self.min), abs(self.max)))
         return (0.0 if nonneg else -best_t), best_t
+
+
+# The entropy method needs a dense histogram: below this many values per quantization level
+# its threshold is noise (measured: pooled SE-block tensors of ppocrv4_det, ~800 values, were
+# clipped to -7.6 dB SQNR and the detector's F1 fell to 0).
+MIN_VALUES_PER_LEVEL = 32
 
 
 def _kl_threshold(hist: np.ndarray, levels: int) -> int:

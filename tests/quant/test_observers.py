@@ -96,3 +96,11 @@ def test_entropy_cuts_outliers_and_mse_weighs_them():
     relu.update(np.maximum(x, 0))
     lo, hi = relu.entropy_range(QDType.UINT8, False)
     assert lo == 0.0 and 2.5 < hi < 40
+
+
+def test_entropy_keeps_the_full_range_of_sparse_tensors():
+    rng = np.random.default_rng(1)
+    h = HistogramObserver()
+    h.update(rng.standard_normal(800).astype(np.float32) * 3)  # a pooled tensor: few values
+    lo, hi = h.entropy_range(QDType.INT8, True)
+    assert (lo, hi) == (h.min, h.max)
