@@ -77,10 +77,11 @@ def observe(
     chosen = {**consumer_scheme, **producer_scheme}  # the producer's scheme wins
     for v, scheme in chosen.items():
         plan.observers[v] = (make_observer(scheme.observer), scheme)
-    try:
-        plan.fp32_model = lower_model(ctx.model).SerializeToString()
-    except EncodeError:  # above protobuf's 2 GB: error-report will say it cannot run
-        plan.fp32_model = None
+    if "error-report" in ctx.session.pipeline:  # only it needs the FP32 copy
+        try:
+            plan.fp32_model = lower_model(ctx.model).SerializeToString()
+        except EncodeError:  # above protobuf's 2 GB: error-report will say it cannot run
+            plan.fp32_model = None
     ctx.session.state[KEY] = plan
     result.count("nodes", len(plan.activations))
     result.count("tensors", len(plan.observers))

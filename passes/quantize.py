@@ -41,7 +41,7 @@ from qcc.quant.capability import TARGETS, Kind, OpCapability, Role
 from qcc.quant.observers import MinMaxObserver, observed_range
 from qcc.quant.params import QParams, compute_qparams, quantize_bias
 from qcc.quant.params import quantize as quantize_array
-from qcc.quant.plan import get_plan
+from qcc.quant.plan import DEFAULT_ACTIVATIONS, get_plan
 from qcc.quant.scheme import Granularity, QDType, QuantScheme
 
 _REALIZED_GROUPS = {"conv-relu", "conv-clip"}  # what onnxruntime executes as one kernel
@@ -57,13 +57,9 @@ def quantize(graph: Graph, ctx: PassContext, *, concat_range_ratio: float = 16.0
             heads that concatenate box coordinates with probabilities); 0 disables the check.
     """
     plan = get_plan(ctx.session, "quantize")
-    if plan.calibrated == 0 and any(_needs_data(o) for o, _ in plan.observers.values()):
+    if plan.calibrated == 0 and any(o.empty for o, _ in plan.observers.values()):
         raise PassError("quantize needs calibration: run `calibrate` before it")
     return _Quantizer(graph, ctx, plan, concat_range_ratio).run()
-
-
-def _needs_data(obs) -> bool:
-    return getattr(obs, "lo", 0) is None or getattr(obs, "exp", 0) is None
 
 
 class _Quantizer:
@@ -259,7 +255,7 @@ class _Quantizer:
                 lo, hi = 0.0, 0.0
             lo, hi = max(lo, clamp_lo), min(hi, clamp_hi)
             hi = max(hi, lo)
-            scheme = scheme or self.plan_default()
+            scheme = scheme or DEFAULT_ACTIVATIONS
             symmetric = scheme.symmetric and clamp_lo < 0  # absorbed: zero point at the minimum
             qp = compute_qparams(lo, hi, scheme.dtype, symmetric=symmetric)
             if np.isfinite(clamp_hi):
@@ -267,11 +263,6 @@ class _Quantizer:
             for v in members:
                 out[v] = qp
         return out
-
-    def plan_default(self) -> QuantScheme:
-        from qcc.quant.plan import DEFAULT_ACTIVATIONS
-
-        return DEFAULT_ACTIVATIONS
 
     def range_of(self, v: Value) -> tuple[float, float] | None:
         if v.const is not None:

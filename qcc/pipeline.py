@@ -87,6 +87,7 @@ class Session:
 
     calibration: Any = None
     calibration_batch: int = 1
+    pipeline: list[str] = dataclasses.field(default_factory=list)  # pass names, in order
     progress: Callable[[int, str], Callable[[int], None]] | None = None
     state: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -456,6 +457,7 @@ class PassManager:
         self.verify_each = verify_each
         self.on_pass_start = on_pass_start
         self.session = session if session is not None else Session()
+        self.session.pipeline = [inv.name for inv in self.pipeline]
 
     def run(self, model: Model) -> list[PassRecord]:
         records: list[PassRecord] = []

@@ -869,7 +869,7 @@ class Graph:
         def visit(g: Graph) -> None:
             for n in g:
                 for v in n._inputs:
-                    if v is not None and _defined_outside(v, g):
+                    if v is not None and v.graph is not g:
                         found.setdefault(id(v), v)
                 for sub in n.subgraphs():
                     visit(sub)
@@ -937,10 +937,6 @@ def _defined_within(v: Value, node: Node) -> bool:
             return True
         g = g.parent.graph if g.parent is not None else None
     return False
-
-
-def _defined_outside(v: Value, g: Graph) -> bool:
-    return v.graph is not g
 
 
 def _find_cycle(stuck: list[Node], graph: Graph) -> list[Node]:

@@ -51,6 +51,10 @@ class MinMaxObserver:
         self.lo: np.ndarray | None = None
         self.hi: np.ndarray | None = None
 
+    @property
+    def empty(self) -> bool:
+        return self.lo is None
+
     def update(self, x: np.ndarray) -> None:
         batch = _batch_range(x, self.axis)
         if batch is None:
@@ -104,6 +108,10 @@ class HistogramObserver:
         self.counts = np.zeros(2 * bins, dtype=np.int64)
         self.min = math.inf
         self.max = -math.inf
+
+    @property
+    def empty(self) -> bool:
+        return self.exp is None
 
     @property
     def R(self) -> float:

@@ -11,7 +11,6 @@ the first semantic problem.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import functools
 import re
@@ -510,7 +509,3 @@ def parse_value(text: str, file: str = "<value>") -> A.Value:
         src.add(file, text)
         raise RecipeError([_syntax_diagnostic(e, text, file)], src) from None
     return _Build(file).transform(tree)
-
-
-def replace_span(node, span: A.Span):
-    return dataclasses.replace(node, span=span)
