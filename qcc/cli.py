@@ -1,11 +1,11 @@
 """The ``qcc`` command line (click for parsing, rich for output).
 
-Subcommands: ``compile``, ``check``, ``fmt``, ``passes``, ``inspect``. Exit status is the
-same everywhere: 0 success, 1 a check ran and said no (``qcc check`` found problems in the
-recipe, ``qcc fmt --check`` would reformat), 2 bad input or internal error (130 when
-interrupted). Errors are one short message on stderr (recipe problems: ``file:line:col:
-error[CODE]``, the source line and a caret); ``--format json`` prints them as JSON on stdout;
-``--debug`` adds the traceback.
+Subcommands: ``compile``, ``check``, ``fmt``, ``passes``, ``inspect``, ``verify``, ``run``.
+Exit status is the same everywhere: 0 success, 1 a check ran and said no (``qcc check`` found
+problems in the recipe, ``qcc fmt --check`` would reformat, ``qcc verify`` found a mismatch),
+2 bad input or internal error (130 when interrupted). Errors are one short message on stderr
+(recipe problems: ``file:line:col: error[CODE]``, the source line and a caret); ``--format
+json`` prints them as JSON on stdout; ``--debug`` adds the traceback.
 """
 
 from __future__ import annotations
@@ -526,6 +526,174 @@ def inspect_cmd(obj: _Ctx, model: Path, fmt: str, all_unknown: bool) -> None:
         return ExitCode.OK
 
     _run(body, obj.debug, fmt)
+
+
+PROFILE = click.option(
+    "--profile",
+    default="ort-x86",
+    show_default=True,
+    help="Arithmetic to emulate (ort-x86: onnxruntime CPU on x86-64; onnx-ref: the ONNX spec).",
+)
+
+
+@main.command("verify")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--data", metavar="PATH", help="Inputs (.npy/.npz/folder, as --calib); default: random."
+)
+@click.option("--samples", type=int, help="Use this many samples (seeded choice; random: 4).")
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed for sampling/random data."
+)
+@PROFILE
+@click.option(
+    "--tensors",
+    type=click.Choice(["outputs", "all"]),
+    default="outputs",
+    show_default=True,
+    help="Compare the graph outputs only, or every quantized tensor too.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_obj
+def verify_cmd(
+    obj: _Ctx,
+    model: Path,
+    data: str | None,
+    samples: int | None,
+    seed: int,
+    profile: str,
+    tensors: str,
+    as_json: bool,
+) -> None:
+    """Run MODEL in onnxruntime and in qcc's interpreter and compare them bit for bit.
+
+    Exit 0 when every integer tensor matches, 1 on any integer mismatch, 2 on bad input.
+    Mismatches in float islands (float ops whose onnxruntime arithmetic qcc cannot
+    reproduce) are listed separately and do not fail the check.
+    """
+
+    def body() -> int:
+        from qcc.verify import verify_file
+
+        report = verify_file(
+            model, data=data, samples=samples, seed=seed, profile=profile, tensors=tensors
+        )
+        if as_json:
+            out.print_json(json.dumps(report.to_json()))
+        else:
+            print_verify_report(report)
+        return ExitCode.OK if report.ok else ExitCode.CHECK_FAILED
+
+    _run(body, obj.debug, "json" if as_json else "text")
+
+
+def print_verify_report(report) -> None:
+    """The rich table of a :class:`qcc.verify.VerifyReport`."""
+    t = Table(
+        title=f"{escape(report.model)}: interpreter ({report.profile}) vs onnxruntime, "
+        f"{report.samples} sample(s) of {escape(report.data)}",
+        title_justify="left",
+    )
+    t.add_column("tensor", overflow="fold")
+    for col, just in (
+        ("kind", "left"),
+        ("elements", "right"),
+        ("mismatches", "right"),
+        ("max diff", "right"),
+        ("first mismatch", "left"),
+    ):
+        t.add_column(col, justify=just)
+    rows = report.results
+    shown = [r for r in rows if r.mismatches or r.kind == "output"]
+    if len(rows) <= 40:
+        shown = rows
+    for r in shown:
+        kind = ("integer" if r.integer else "float") if r.exact else "float island"
+        if r.kind == "output":
+            kind += " output"
+        diff = (
+            ""
+            if not r.mismatches
+            else (f"{r.max_diff:g} LSB" if r.integer else f"{r.max_diff:.3g}")
+        )
+        first = "" if r.first is None else f"sample {r.first[0]} at {list(r.first[1])}"
+        style = "red" if r.mismatches and r.exact else ("yellow" if r.mismatches else "")
+        t.add_row(
+            escape(r.name),
+            kind,
+            str(r.elements),
+            str(r.mismatches),
+            diff,
+            escape(first),
+            style=style or None,
+        )
+    out.print(t)
+    if len(shown) < len(rows):
+        out.print(f"{len(rows) - len(shown)} more tensors, all bit-exact")
+    exact = [r for r in rows if r.exact]
+    nbad = len(report.integer_mismatches)
+    out.print(
+        f"integer tensors: {len(exact) - nbad}/{len(exact)} bit-exact"
+        + (f"; first mismatch in {escape(report.integer_mismatches[0].name)}" if nbad else "")
+    )
+    if report.islands:
+        isl = report.island_mismatches
+        out.print(
+            f"float islands: {len(report.islands)} node(s) run by float kernels onnxruntime "
+            f"computes in its own order (e.g. {escape(report.islands[0])}); "
+            f"{len(isl)} tensor(s) after them differ"
+            + (" (reported, not a failure)" if isl else "")
+        )
+    if report.ok:
+        out.print("[green]bit-exact[/]")
+    else:
+        out.print("[bold red]MISMATCH[/]")
+
+
+@main.command("run")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--data", metavar="PATH", required=True, help="Inputs (.npy/.npz/folder, as --calib)."
+)
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Output .npz.")
+@PROFILE
+@click.pass_obj
+def run_cmd(obj: _Ctx, model: Path, data: str, output: Path, profile: str) -> None:
+    """Execute MODEL in qcc's interpreter alone (no onnxruntime) and save its outputs.
+
+    Each graph output is stacked over the samples ([N, *output_shape]) and saved under its name.
+    """
+
+    def body() -> int:
+        from qcc.frontend import read_model
+        from qcc.frontend.writer import save_npz
+        from qcc.interp import Interpreter
+        from qcc.interp.profiles import get_profile
+        from qcc.quant.data import open_calibration
+
+        get_profile(profile)
+        if output.suffix.lower() != ".npz":
+            raise QccError("qcc run writes .npz files: give -o OUT.npz", path=output)
+        if str(output.parent) and not output.parent.is_dir():
+            raise QccError(f"output directory {str(output.parent)!r} does not exist", path=output)
+        m = read_model(model)
+        cal = open_calibration(data, m)
+        it = Interpreter(m, profile=profile)
+        names = [v.name for v in it.graph.outputs]
+        stacks: dict[str, list] = {n: [] for n in names}
+        advance = _progress(cal.count, "run")
+        for i in range(cal.count):
+            res = it.run(cal.get(i))
+            for n in names:
+                stacks[n].append(res[n])
+            advance(1)
+        import numpy as np
+
+        save_npz(output, {n: np.stack(v) for n, v in stacks.items()})
+        out.print(f"wrote {escape(str(output))}: {len(names)} output(s) x {cal.count} sample(s)")
+        return ExitCode.OK
+
+    _run(body, obj.debug)
 
 
 def _vinfo(v) -> dict[str, str]:

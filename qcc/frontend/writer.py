@@ -20,6 +20,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import onnx
 from google.protobuf.message import EncodeError
 from onnx import external_data_helper
@@ -156,3 +157,14 @@ def _copy(proto: onnx.ModelProto) -> onnx.ModelProto:
     c = onnx.ModelProto()
     c.CopyFrom(proto)
     return c
+
+
+def save_npz(path: str | os.PathLike[str], arrays: dict[str, np.ndarray]) -> Path:
+    """Write ``arrays`` to an .npz at ``path`` atomically (a temporary file, then a rename)."""
+    dest = _destination(path)
+    with _staging(dest) as stage:
+        tmp = stage.dir / "out.npz"
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, dest)
+    return dest
