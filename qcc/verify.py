@@ -241,6 +241,26 @@ def _with_outputs(proto: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelPro
     return p
 
 
+def _pre_rewrite(proto: onnx.ModelProto, profile: str, model_dir: Path | None) -> onnx.ModelProto:
+    """Apply the runtime's own int8 -> uint8 pair rewrite before exposing tensors.
+
+    Exposing a Q output as a graph output stops onnxruntime from moving that int8 Q -> DQ pair
+    to uint8 (and so from fusing the units around it on x86). Doing the rewrite first, as
+    onnxruntime itself would, keeps the fusion of the original model; the exposed tensors are
+    then the uint8 forms (value + 128) of the int8 ones.
+    """
+    if profile != "ort-x86":
+        return proto
+    from qcc.frontend.lift import lift_model
+    from qcc.frontend.lower import lower_model
+    from qcc.interp.profiles.ort_x86 import s8_to_u8
+
+    model = lift_model(proto, path=model_dir)
+    if not s8_to_u8(model.graph):
+        return proto
+    return lower_model(model)
+
+
 def _dtype_name(a: np.ndarray) -> str:
     return str(a.dtype)
 
@@ -262,7 +282,10 @@ def verify_proto(
     if tensors not in ("outputs", "all"):
         raise QccError(f"--tensors takes 'outputs' or 'all', not {tensors!r}")
     out_names = [o.name for o in proto.graph.output]
-    extra = _quantized_tensors(proto) if tensors == "all" else []
+    extra: list[str] = []
+    if tensors == "all":
+        proto = _pre_rewrite(proto, profile, model_dir)
+        extra = _quantized_tensors(proto)
     run_proto = _with_outputs(proto, extra) if extra else proto
     sess = _session(run_proto)
     interp = Interpreter(lift_model(run_proto, path=model_dir), profile=profile)

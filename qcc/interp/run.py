@@ -13,6 +13,8 @@ where it arises and is not counted again in every tensor after it.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -34,6 +36,12 @@ class Step:
     spec: KernelSpec
     attrs: dict[str, object]
     free: tuple[Value, ...]
+
+
+@functools.cache
+def _takes_num_outputs(fn) -> bool:
+    """Kernels whose output count is not in their inputs (Split) declare ``_num_outputs``."""
+    return "_num_outputs" in inspect.signature(fn).parameters
 
 
 def _attr_value(v: object) -> object:
@@ -66,6 +74,8 @@ class Interpreter:
                 missing.append(f"{node.describe()} (opset {ver})")
                 continue
             attrs = {k: _attr_value(a.value) for k, a in node.attrs.items()}
+            if _takes_num_outputs(spec.fn):
+                attrs["_num_outputs"] = len(node.outputs)
             self.steps.append(Step(node, spec, attrs, ()))
         if missing:
             more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""

@@ -75,6 +75,117 @@ def _bypass(node: Node) -> None:
     g.remove(node)
 
 
+# --------------------------------------------------------------------------- folding
+
+
+def fold_constants(graph, opset: int) -> int:
+    """Evaluate nodes whose inputs are all constant, as onnxruntime's ConstantFolding does,
+    except DequantizeLinear, which it keeps so that the units around it can fuse (a Q of a
+    constant weight does fold: that is how a quantizer's ``Q(w) -> DQ`` becomes an int8
+    initializer). A Shape of a tensor whose shape is static folds too; that can take a
+    consumer away from a DQ and so change which Q -> DQ pairs stay int8."""
+    from qcc.interp.registry import lookup
+
+    count = 0
+    for node in list(graph):
+        if node.is_erased or _is(node, DQ_OPS) or node.subgraphs():
+            continue
+        if node.op_type == "Constant" and not node.domain:
+            continue
+        if node.op_type == "Shape" and not node.domain:
+            shape = node.input(0).shape
+            # onnxruntime folds whenever every dim has a dim_value, even an exporter's -1
+            if shape is not None and all(isinstance(d, int) for d in shape):
+                dims = np.asarray(shape, dtype=np.int64)
+                start, end = node.attr("start", 0), node.attr("end", None)
+                graph.replace_with_constants(node, [dims[start:end]])
+                count += 1
+            continue
+        ins = [None if v is None else _const(v) for v in node.inputs]
+        if any(v is not None and c is None for v, c in zip(node.inputs, ins, strict=True)):
+            continue
+        if not node.inputs:
+            continue
+        spec = lookup(node.domain, node.op_type, opset if not node.domain else 1, "ort-x86")
+        if spec is None:
+            continue
+        attrs = {
+            k: list(a.value) if isinstance(a.value, tuple) else a.value
+            for k, a in node.attrs.items()
+        }
+        try:
+            res = spec.fn(*ins, **attrs)
+        except Exception:  # leave it to the run, which reports the node properly
+            continue
+        outs = res if isinstance(res, tuple) else (res,)
+        graph.replace_with_constants(node, [np.asarray(o) for o in outs])
+        count += 1
+    return count
+
+
+# --------------------------------------------------------------------------- step 0
+
+
+def _path_to_q(node: Node) -> bool:
+    """The output reaches a QuantizeLinear through single-consumer Relu/Clip nodes only."""
+    cur = node
+    while True:
+        if len(cur.outputs) != 1 or len(cur.output.uses) != 1 or cur.output.is_graph_output:
+            return False
+        nxt = cur.output.uses[0].node
+        if _is(nxt, Q_OPS):
+            return True
+        if nxt.op_type not in ("Relu", "Clip") or nxt.domain:
+            return False
+        cur = nxt
+
+
+def quantize_float_bias(graph) -> int:
+    """Quantize the float bias of a QDQ Conv/ConvTranspose/Gemm to int32 behind a DQ, as
+    onnxruntime's ``weight_bias_quantization.cc`` does: ``Cast(Round(b / f32(sx * sw)))`` with
+    scale ``f32(sx * sw)``, so that the unit can fuse. (Its other case, a float weight, is not
+    emulated: such a Conv stays float here.)"""
+    count = 0
+    for node in list(graph):
+        if node.domain or node.op_type not in ("Conv", "ConvTranspose", "Gemm"):
+            continue
+        if len(node.inputs) < 3 or node.input(2) is None:
+            continue
+        dx, dw = node.input(0).producer, node.input(1).producer
+        if not _is(dx, DQ_OPS) or not _is(dw, DQ_OPS) or not _path_to_q(node):
+            continue
+        sx, sw = _const(dx.input(1)), _const(dw.input(1))
+        bias = _const(node.input(2))
+        if sx is None or sw is None or bias is None or sx.size != 1 or bias.ndim != 1:
+            continue
+        if bias.dtype != np.float32 or dw.attr("block_size", 0):
+            continue
+        if sw.size != 1:
+            want_axis = 0
+            if node.op_type == "Gemm":
+                want_axis = 0 if node.attr("transB", 0) else 1
+            axis = dw.attr("axis", 1)
+            w = dw.input(0)
+            if w.shape is not None and axis < 0:
+                axis += len(w.shape)
+            if sw.shape != (bias.size,) or axis != want_axis:
+                continue
+        scale = (np.float32(sx.reshape(())) * sw.astype(np.float32)).astype(np.float32)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            q = np.rint(bias / scale).astype(np.int32)
+        qv = graph.add_constant(q, "bias_int32")
+        sv = graph.add_constant(
+            scale.reshape(-1) if sw.size != 1 else scale.reshape(()), "bias_scale"
+        )
+        attrs = {"axis": 0} if sw.size != 1 else {}
+        name = graph.names.fresh_value("bias_dq")
+        dq = Node("DequantizeLinear", [qv, sv], attrs=attrs, outputs=[name])
+        graph.insert_before(node, dq)
+        node.replace_input(2, dq.output)
+        count += 1
+    return count
+
+
 # --------------------------------------------------------------------------- step 1
 
 
@@ -129,6 +240,35 @@ def _clip_bounds(node: Node) -> tuple[float | None, float | None]:
 
 
 # --------------------------------------------------------------------------- step 2
+
+
+def ensure_unique_dq(graph) -> int:
+    """Give every consumer edge of a DQ its own copy (``ensure_unique_dq_for_node_unit.cc``).
+
+    The original DQ keeps its first consumer unless it also produces a graph output. This runs
+    before the int8 -> uint8 rewrite, so a Q whose DQ fed two nodes now has two DQ consumers,
+    and onnxruntime leaves that pair in int8.
+    """
+    count = 0
+    for dq in list(graph):
+        if not _is(dq, DQ_OPS):
+            continue
+        uses = list(dq.output.uses)
+        if not uses or (len(uses) == 1 and not dq.output.is_graph_output):
+            continue
+        start = 0 if dq.output.is_graph_output else 1
+        for use in uses[start:]:
+            dup = Node(
+                "DequantizeLinear",
+                list(dq.inputs),
+                domain=dq.domain,
+                attrs=dict(dq.attrs),
+                outputs=[graph.names.fresh_value(f"{dq.output.name}/duplicated")],
+            )
+            graph.insert_after(dq, dup)
+            use.node.replace_input(use.index, dup.output)
+            count += 1
+    return count
 
 
 def s8_to_u8(graph) -> int:
@@ -381,7 +521,10 @@ def prepare(model: Model) -> Model:
     """Rewrite ``model`` in place the way onnxruntime's CPU EP would, and return it."""
     g = model.graph
     stats = {
+        "constants_folded": fold_constants(g, model.opset),
+        "bias_quantized": quantize_float_bias(g),
         "relu_clip_absorbed": absorb_relu_clip(g),
+        "dq_duplicated": ensure_unique_dq(g),
         "s8_to_u8_pairs": s8_to_u8(g),
     }
     stats.update(fuse_units(g, model.opset))
