@@ -161,6 +161,13 @@ def main(ctx: click.Context, debug: bool, verbose: int) -> None:
     "the recipe's.",
 )
 @click.option("--verify-each", is_flag=True, help="Verify the IR after every pass.")
+@click.option(
+    "--verify",
+    "verify_output",
+    is_flag=True,
+    help="Before writing, check the result bit-exact against onnxruntime (qcc verify); "
+    "exit 1 and write nothing on a mismatch.",
+)
 @click.option("--explain", is_flag=True, help="Show which nodes each selector matched.")
 @click.option(
     "--external-data/--no-external-data",
@@ -178,6 +185,7 @@ def compile_cmd(
     passes: str | None,
     calib: str | None,
     verify_each: bool,
+    verify_output: bool,
     explain: bool,
     external_data: bool | None,
     fmt: str,
@@ -197,6 +205,7 @@ def compile_cmd(
             verify_each=verify_each,
             external_data=external_data,
             progress=_progress,
+            verify=verify_output,
         )
         if fmt == "json":
             out.print_json(json.dumps(report.to_json()))
@@ -290,6 +299,15 @@ def _print_compile_report(report, explain: bool) -> None:
         f"wrote {escape(str(report.output))}: {report.nodes_before} -> {report.nodes_after} "
         f"nodes, {report.bytes_written / 1e6:.2f} MB"
     )
+    v = report.verify
+    if v is not None:
+        exact = [r for r in v.results if r.exact]
+        isl = v.island_mismatches
+        out.print(
+            f"verified against onnxruntime on {escape(v.data)}: {len(exact)}/{len(exact)} "
+            "integer tensors bit-exact"
+            + (f"; {len(isl)} tensor(s) after float islands differ" if isl else "")
+        )
 
 
 # --------------------------------------------------------------------------- check and fmt

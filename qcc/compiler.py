@@ -32,6 +32,7 @@ class CompileReport:
     nodes_after: int
     bytes_written: int
     files: list[Path]
+    verify: Any = None  # a qcc.verify.VerifyReport when compiled with verify=True
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -42,6 +43,7 @@ class CompileReport:
             "nodes_before": self.nodes_before,
             "nodes_after": self.nodes_after,
             "bytes_written": self.bytes_written,
+            "verify": self.verify.to_json() if self.verify is not None else None,
             "passes": [
                 {
                     "name": r.name,
@@ -71,11 +73,15 @@ def compile_model(
     verify_each: bool = False,
     external_data: bool | None = None,
     progress=None,
+    verify: bool = False,
 ) -> CompileReport:
     """Read ``model_path``, run the recipe (or pass list), write ``output``; return the report.
 
     ``calib`` overrides the recipe's calibration data; ``progress(total, label)`` returns a
-    callback ``advance(n)`` for long passes (the CLI draws a progress bar).
+    callback ``advance(n)`` for long passes (the CLI draws a progress bar). ``verify`` runs
+    ``qcc verify`` (every quantized tensor, up to 8 calibration samples or 4 random inputs) on
+    the result before writing it; an integer mismatch raises :class:`VerifyFailed` (exit 1)
+    and nothing is written.
     """
     from qcc.recipe.resolve import check_selectors, load_recipe
 
@@ -128,6 +134,7 @@ def compile_model(
     if resolved is not None:
         model.metadata_props["qcc.recipe"] = resolved.name or Path(resolved.path).stem
     model.metadata_props["qcc.pipeline"] = ",".join(inv.spelled() for inv in pipeline)
+    verify_report = _verify(model, session) if verify else None
     files = save_model(model, output, external_data=external_data)
     return CompileReport(
         input=model_path,
@@ -139,7 +146,33 @@ def compile_model(
         nodes_after=len(model.graph),
         bytes_written=sum(f.stat().st_size for f in files),
         files=files,
+        verify=verify_report,
     )
+
+
+def _verify(model, session):
+    """Verify the compiled model against onnxruntime before it is written."""
+    from qcc.frontend.lower import lower_model
+    from qcc.verify import VerifyFailed, random_feeds, verify_proto
+
+    if session.calibration is not None:
+        cal = session.calibration
+        feeds = [cal.get(i) for i in range(min(8, cal.count))]
+        data = f"{min(8, cal.count)} calibration samples"
+    else:
+        feeds, data = random_feeds(model, 4), "random (seed 0)"
+    report = verify_proto(
+        lower_model(model), feeds, tensors="all", name="compiled model", data=data
+    )
+    if not report.ok:
+        bad = report.integer_mismatches
+        raise VerifyFailed(
+            f"--verify: {len(bad)} integer tensor(s) differ between onnxruntime and the "
+            f"interpreter (first: {bad[0].name!r}, {bad[0].mismatches} element(s), max "
+            f"{bad[0].max_diff:g} LSB); nothing was written",
+            hint="run qcc verify on a model compiled without --verify for the full table",
+        )
+    return report
 
 
 def _calibration(config, override: str | None, model):
