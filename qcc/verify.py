@@ -245,17 +245,21 @@ def _pre_rewrite(proto: onnx.ModelProto, profile: str, model_dir: Path | None) -
     """Apply the runtime's own int8 -> uint8 pair rewrite before exposing tensors.
 
     Exposing a Q output as a graph output stops onnxruntime from moving that int8 Q -> DQ pair
-    to uint8 (and so from fusing the units around it on x86). Doing the rewrite first, as
-    onnxruntime itself would, keeps the fusion of the original model; the exposed tensors are
-    then the uint8 forms (value + 128) of the int8 ones.
+    to uint8 (and so from fusing the units around it on x86). Doing the rewrite first, with
+    the folding and DQ duplication that precede it, as onnxruntime itself would, keeps the
+    fusion of the original model; exposed tensors of converted pairs are then the uint8 forms
+    (value + 128) of the int8 ones.
     """
     if profile != "ort-x86":
         return proto
     from qcc.frontend.lift import lift_model
     from qcc.frontend.lower import lower_model
-    from qcc.interp.profiles.ort_x86 import s8_to_u8
+    from qcc.interp.profiles.ort_x86 import ensure_unique_dq, fold_constants, s8_to_u8
 
     model = lift_model(proto, path=model_dir)
+    # the steps onnxruntime takes before its int8 -> uint8 rewrite decide which pairs move
+    fold_constants(model.graph, model.opset)
+    ensure_unique_dq(model.graph)
     if not s8_to_u8(model.graph):
         return proto
     return lower_model(model)
