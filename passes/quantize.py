@@ -39,7 +39,7 @@ from qcc.ir import DType, Graph, Node, Value, constant_value, fusion_group
 from qcc.pipeline import PassContext, PassResult, register_pass
 from qcc.quant.capability import TARGETS, Kind, OpCapability, Role
 from qcc.quant.observers import MinMaxObserver, observed_range
-from qcc.quant.params import QParams, compute_qparams, quantize_bias
+from qcc.quant.params import QParams, compute_qparams, quantize_bias, widen_for_int32_bias
 from qcc.quant.params import quantize as quantize_array
 from qcc.quant.plan import DEFAULT_ACTIVATIONS, get_plan
 from qcc.quant.scheme import Granularity, QDType, QuantScheme
@@ -329,9 +329,30 @@ class _Quantizer:
                     )
                 obs = MinMaxObserver(axis if per_channel else None)
                 obs.update(w)
+                lo, hi = obs.lo, obs.hi
+                bias = next(
+                    (
+                        constant_value(node.input(j))
+                        for j, r in cap.inputs
+                        if r is Role.BIAS and j < len(node.inputs) and node.input(j) is not None
+                    ),
+                    None,
+                )
+                if bias is not None and xq is not None and not xq.per_channel:
+                    lo, hi, widened = widen_for_int32_bias(
+                        lo,
+                        hi,
+                        bias.reshape(-1),
+                        float(xq.scale),
+                        scheme.dtype,
+                        symmetric=scheme.symmetric,
+                        reduce_range=scheme.reduce_range,
+                    )
+                    if widened:
+                        self.result.count("weight-scale-widened-for-int32-bias", widened)
                 wq = compute_qparams(
-                    obs.lo,
-                    obs.hi,
+                    lo,
+                    hi,
                     scheme.dtype,
                     symmetric=scheme.symmetric,
                     reduce_range=scheme.reduce_range,

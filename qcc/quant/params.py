@@ -115,6 +115,48 @@ def dequantize(q: np.ndarray, qp: QParams) -> np.ndarray:
     return ((q.astype(np.int64) - zp).astype(np.float32) * scale).astype(np.float32)
 
 
+# The int32 bias is kept within +-2**30 so that the accumulated products (at most 255*128 per
+# term) have another 2**30 of headroom before the int32 accumulator wraps.
+BIAS_LIMIT = 2**30
+
+
+def widen_for_int32_bias(
+    lo: np.ndarray,
+    hi: np.ndarray,
+    bias: np.ndarray,
+    x_scale: float,
+    dtype: QDType,
+    *,
+    symmetric: bool,
+    reduce_range: bool = False,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Widen a weight range so that ``bias / (x_scale * w_scale)`` fits in ``+-BIAS_LIMIT``.
+
+    A channel whose weights are tiny next to its bias would otherwise get an int32 bias beyond
+    the accumulator's range; onnxruntime then wraps around (its int32 adds do not saturate) and
+    that channel's output is garbage. Returns the new ``(lo, hi)`` and how many channels (or 1
+    for a per-tensor range) were widened.
+    """
+    lo = np.asarray(lo, dtype=np.float64)
+    hi = np.asarray(hi, dtype=np.float64)
+    need = np.abs(np.asarray(bias, dtype=np.float64)) / (float(x_scale) * BIAS_LIMIT)
+    if lo.ndim == 0:
+        need = need.max(initial=0.0)
+    elif need.shape != lo.shape:
+        return lo, hi, 0
+    qmin, qmax = qrange(dtype, symmetric, reduce_range)
+    if symmetric:
+        half = (qmax - qmin) / 2.0
+        amax = np.maximum(np.abs(np.minimum(lo, 0)), np.maximum(hi, 0))
+        widen = amax < need * half
+        amax = np.where(widen, need * half, amax)
+        return np.where(widen, -amax, lo), np.where(widen, amax, hi), int(np.sum(widen))
+    span = np.maximum(hi, 0) - np.minimum(lo, 0)
+    widen = span < need * (qmax - qmin)
+    extra = np.where(widen, need * (qmax - qmin) - span, 0.0)
+    return lo - extra / 2, hi + extra / 2, int(np.sum(widen))
+
+
 def quantize_bias(
     bias: np.ndarray, x_scale: np.ndarray, w_scale: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:

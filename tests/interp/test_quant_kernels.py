@@ -480,3 +480,25 @@ def test_qdq_graph_fused_like_onnxruntime(dtype):
     ops = sorted(n.op_type for n in it.graph)
     assert "QLinearConv" in ops and "QLinearAdd" in ops and "Relu" not in ops
     assert it.model.opaque["interp_prepare"]["s8_to_u8_pairs"] == (4 if dtype == np.int8 else 0)
+
+
+@pytest.mark.parametrize("bias", [-(2**31), 2**31 - 1, -(2**31) + 5])
+def test_qlinear_conv_bias_at_int32_limits_wraps_like_mlas(bias):
+    """MLAS adds the bias to the int32 accumulator with wrapping SIMD adds."""
+    rng = np.random.default_rng(3)
+    x = qtensor(rng, np.uint8, (1, 4, 5, 5))
+    inits = {
+        "sx": np.float32(0.1),
+        "zx": np.uint8(12),
+        "w": qtensor(rng, np.int8, (2, 4, 1, 1)),
+        "sw": np.float32(0.003),
+        "zw": np.int8(0),
+        "sy": np.float32(0.09),
+        "zy": np.uint8(107),
+        "B": np.array([bias, 7], np.int32),
+    }
+    node = helper.make_node(
+        "QLinearConv", ["x", "sx", "zx", "w", "sw", "zw", "sy", "zy", "B"], ["y"]
+    )
+    want, got = run_both([node], {"x": x}, inits)
+    assert_same(want, got)

@@ -285,6 +285,13 @@ def _to_int(acc: np.ndarray) -> np.ndarray:
     return np.rint(acc).astype(np.int64)
 
 
+def wrap_int32(v: np.ndarray) -> np.ndarray:
+    """Two's-complement int32 wrap-around: MLAS adds the bias to the int32 accumulator with
+    SIMD integer adds, so a sum beyond the int32 range wraps (measured on ppocrv4_det, where a
+    bias near -2**31 is reachable)."""
+    return ((np.asarray(v, dtype=np.int64) + 2**31) % 2**32) - 2**31
+
+
 @kernel("ConvInteger", since=10)
 def conv_integer(
     x: np.ndarray,
@@ -353,7 +360,9 @@ def qlinear_conv(
         )
     )
     if B is not None:
-        acc = acc + np.asarray(B, dtype=np.int64).reshape((1, -1) + (1,) * (acc.ndim - 2))
+        acc = wrap_int32(
+            acc + np.asarray(B, dtype=np.int64).reshape((1, -1) + (1,) * (acc.ndim - 2))
+        )
     scale = (_f32(x_scale) * _f32(w_scale)) / _f32(y_scale)
     y = requantize(
         acc, _channel(scale, acc.ndim), _zp(y_zero_point), np.asarray(y_zero_point).dtype
@@ -449,7 +458,7 @@ def qgemm(
     zb = _zp(b_zero_point)
     acc = _matmul_acc(a, a_zero_point, b, zb)
     if C is not None:
-        acc = acc + np.asarray(C, dtype=np.int64)
+        acc = wrap_int32(acc + np.asarray(C, dtype=np.int64))
     s = (F32(alpha) * _f32(a_scale)) * _f32(b_scale)
     s = s.reshape(-1) if s.size > 1 else s.reshape(())
     if y_scale is None:
