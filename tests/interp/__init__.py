@@ -1,0 +1,1 @@
+"""Tests of the reference interpreter (qcc/interp) and qcc verify/run."""
