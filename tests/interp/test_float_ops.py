@@ -573,14 +573,14 @@ def _table() -> None:
     exact_ops = _words("""Add Sub Mul Div Max Min Sum Mean Equal Less LessOrEqual Greater
         GreaterOrEqual And Or Xor Not Where Mod Neg Abs Sign Sqrt Reciprocal Floor Ceil Round
         Relu LeakyRelu PRelu HardSigmoid HardSwish Softsign ThresholdedRelu Cast CastLike
-        BatchNormalization MaxPool AveragePool GlobalMaxPool ReduceMax ReduceMin ArgMax ArgMin
+        BatchNormalization MaxPool GlobalMaxPool ReduceMax ReduceMin ArgMax ArgMin
         CumSum Identity Dropout Shape Size Reshape Flatten Transpose Squeeze Unsqueeze Concat Split
         Slice Gather GatherElements GatherND Expand Tile ConstantOfShape Constant DepthToSpace
         SpaceToDepth TopK NonZero Pad""")
     inexact_ops = _words("""Pow Exp Log Erf Sigmoid Tanh Elu Selu Celu Softplus Mish Gelu Softmax
         LogSoftmax MatMul Gemm Einsum Conv ConvTranspose InstanceNormalization LayerNormalization
-        GlobalAveragePool LpNormalization ReduceSum ReduceMean ReduceProd ReduceL1 ReduceL2
-        ReduceSumSquare ReduceLogSum ReduceLogSumExp Resize Upsample LSTM GRU Range""")
+        AveragePool GlobalAveragePool LpNormalization ReduceSum ReduceMean ReduceProd ReduceL1
+        ReduceL2 ReduceSumSquare ReduceLogSum ReduceLogSumExp Resize Upsample LSTM GRU Range""")
     for op in exact_ops:
         EXACT[(op, "generic")] = True
     for op in inexact_ops:
