@@ -21,6 +21,10 @@ include "common/cleanup.q"
 
 # Fraction of each layer's channels to remove: -D ratio=0.5
 let ratio = 0.25
+# How channels are ranked (l1, l2, output-error) and whether the next layers are re-fitted
+# (least-squares, none).
+let criterion = output-error
+let recovery = least-squares
 # Calibration samples for importance and re-fitting, drawn with the seed from --calib.
 let samples = 64
 
@@ -28,7 +32,7 @@ calibration { samples $samples, seed 0 }
 
 pipeline {
   use cleanup
-  prune-channels ratio = $ratio, criterion = output-error, recovery = least-squares
+  prune-channels ratio = $ratio, criterion = $criterion, recovery = $recovery
 }
 
 target onnx { format = qdq }
