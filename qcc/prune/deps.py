@@ -663,8 +663,10 @@ class ChannelGraph:
         m = self._mapped(x)
         if m is None:
             return
-        scales = constant_value(node.input(2)) if node.input(2) is not None else None
-        sizes_in = node.input(3)
+        opset = self.graph.root.opset_imports.get("", 13)
+        at = 1 if opset < 11 else 2  # opset 10: Resize(X, scales)
+        scales = constant_value(node.input(at)) if node.input(at) is not None else None
+        sizes_in = node.input(3) if opset >= 11 else None
         ok = scales is not None and scales.size > m.axis and scales.reshape(-1)[m.axis] == 1
         if sizes_in is not None and constant_value(sizes_in) is not None:
             sizes = constant_value(sizes_in)

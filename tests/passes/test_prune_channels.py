@@ -368,3 +368,35 @@ def test_prune25_recipe_shrinks_the_example_model(cli, tmp_path):
     again = tmp_path / "q.onnx"
     cli("compile", root / "model.onnx", "-r", "prune25", "--calib", root / "calib.npy", "-o", again)
     assert out.read_bytes() == again.read_bytes()
+
+
+def test_batchnorm_per_channel_constants_and_resize_are_sliced():
+    g = rng(11)
+    wa = r(g, 4, 3, 1, 1)
+    wa[2] = 0
+    mean, beta = r(g, 4), r(g, 4)
+    mean[2], beta[2] = 0, 0  # BN(0) = 0 on channel 2
+    var = np.abs(r(g, 4)) + 0.5
+    proto = make_model(
+        [
+            helper.make_node("Conv", ["x", "wa"], ["a"], name="A"),
+            helper.make_node("BatchNormalization", ["a", "gamma", "beta", "mean", "var"], ["b"]),
+            helper.make_node("Mul", ["b", "k"], ["m"]),
+            helper.make_node("Resize", ["m", "", "scales"], ["u"], mode="nearest"),
+            helper.make_node("Transpose", ["u"], ["t"], perm=[0, 2, 3, 1]),
+            helper.make_node("MatMul", ["t", "wm"], ["y"], name="M"),
+        ],
+        {"x": (F, [1, 3, 2, 2])},
+        {"y": (F, [1, 4, 4, 5])},
+        {"wa": wa, "gamma": r(g, 4), "beta": beta, "mean": mean, "var": var}
+        | {"k": r(g, 1, 4, 1, 1), "scales": np.array([1, 1, 2, 2], np.float32)}
+        | {"wm": r(g, 4, 5)},
+    )
+    m = lift(proto)
+    run_pass(m, "prune-channels", ratio=0.25)
+    bn = next(n for n in m.graph if n.op_type == "BatchNormalization")
+    assert [constant_value(bn.input(i)).shape for i in range(1, 5)] == [(3,)] * 4
+    mul = next(n for n in m.graph if n.op_type == "Mul")
+    assert constant_value(mul.input(1)).shape == (1, 3, 1, 1)
+    np.testing.assert_array_equal(weight(m, "M"), np.delete(proto_w(proto, "wm"), [2], axis=0))
+    assert_same_outputs(proto, m, **EXACT)
