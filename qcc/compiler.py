@@ -160,8 +160,8 @@ def _calibration(config, override: str | None, model):
 
     if override is None and (config is None or (config.data is None and config.callable is None)):
         raise QccError(
-            "the pipeline needs calibration data but none is given: pass --calib PATH or "
-            "add calibration { data ... } to the recipe"
+            "a pass reads calibration data but no calibration data is given: pass --calib PATH "
+            "or add calibration { data ... } to the recipe"
         )
     source = override if override is not None else (config.callable or config.data)
     kwargs = {}

@@ -322,7 +322,7 @@ def test_cli_bad_ratio_and_missing_data_exit_2(cli, tmp_path):
         "-o",
         tmp_path / "o.onnx",
     )
-    assert code == 2 and "needs calibration data" in err
+    assert code == 2 and "no calibration data is given: pass --calib PATH" in err
     assert not (tmp_path / "o.onnx").exists()
 
 
