@@ -45,9 +45,12 @@ def cost(model: Path, calib: Path) -> dict:
     import numpy as np
 
     from qcc.frontend import read_model
+    from qcc.pipeline import PassManager, parse_pass_list
     from qcc.prune.cost import model_cost
 
     m = read_model(model)
+    # Constant shape subgraphs (Paddle exports) hide the shapes MACs need: fold them first
+    PassManager(parse_pass_list("fold-constants")).run(m)
     arr = np.load(calib, mmap_mode="r") if calib.suffix == ".npy" else None
     shapes = {m.graph.inputs[0].name: arr.shape[1:]} if arr is not None else None
     c = model_cost(m, shapes)

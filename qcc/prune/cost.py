@@ -1,6 +1,8 @@
 """What a model costs: parameters, multiply-accumulates of its linear layers, bytes.
 
-Parameters are the elements of every float constant a node reads. MACs are counted for Conv
+Parameters are the elements of every constant a node reads that can hold weights (float, and
+integers of at most 32 bits: quantized weights and biases; int64 shape constants are not
+counted). MACs are counted for Conv
 (``N * C_out * prod(out spatial) * C_in/group * prod(kernel)``), ConvTranspose (``N * C_in *
 prod(in spatial) * C_out/group * prod(kernel)``), Gemm and MatMul (``prod(out) * K``); they
 need concrete shapes, so the model's inputs are given concrete dimensions (those of a
@@ -35,7 +37,7 @@ def model_cost(model: Model, input_shapes: Mapping[str, Sequence[int]] | None = 
     for node in model.graph:
         for v in node.inputs:
             c = constant_value(v)
-            if c is not None and id(v) not in seen and np.issubdtype(c.dtype, np.floating):
+            if c is not None and id(v) not in seen and c.dtype.kind in "fiu" and c.itemsize <= 4:
                 seen.add(id(v))
                 params += int(c.size)
     proto = lower_model(model)
