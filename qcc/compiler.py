@@ -18,7 +18,15 @@ from typing import Any
 from qcc import __version__
 from qcc.errors import QccError
 from qcc.frontend import convert_opset, read_model, save_model
-from qcc.pipeline import PassInvocation, PassManager, PassRecord, Session, parse_pass_list
+from qcc.pipeline import (
+    DataUse,
+    PassInvocation,
+    PassManager,
+    PassRecord,
+    Session,
+    get_pass,
+    parse_pass_list,
+)
 
 
 @dataclasses.dataclass
@@ -121,12 +129,16 @@ def compile_model(
     elif target is not None and target.min_opset is not None and model.opset < target.min_opset:
         model = convert_opset(model, target.min_opset)
     session = Session(progress=progress)
-    if any(inv.name == "calibrate" for inv in pipeline):
-        session.calibration, session.calibration_batch = _calibration(
-            resolved.calibration if resolved is not None else None, calib, model
-        )
+    config = resolved.calibration if resolved is not None else None
+    uses = {get_pass(inv.name).data_use(inv.options) for inv in pipeline}
+    given = calib is not None or (
+        config is not None and (config.data is not None or config.callable is not None)
+    )
+    required = any(inv.name == "calibrate" for inv in pipeline) or DataUse.REQUIRED in uses
+    if required or (DataUse.OPTIONAL in uses and given):
+        session.calibration, session.calibration_batch = _calibration(config, calib, model)
     elif calib is not None:
-        raise QccError("--calib gives calibration data, but the pipeline does not calibrate")
+        raise QccError("--calib gives calibration data, but no pass of the pipeline reads it")
     before = len(model.graph)
     records = PassManager(pipeline, verify_each=verify_each, session=session).run(model)
     model.verify()
@@ -181,8 +193,8 @@ def _calibration(config, override: str | None, model):
 
     if override is None and (config is None or (config.data is None and config.callable is None)):
         raise QccError(
-            "the pipeline calibrates but no calibration data is given: pass --calib PATH or "
-            "add calibration { data ... } to the recipe"
+            "a pass reads calibration data but no calibration data is given: pass --calib PATH "
+            "or add calibration { data ... } to the recipe"
         )
     source = override if override is not None else (config.callable or config.data)
     kwargs = {}

@@ -207,13 +207,23 @@ class OptionInfo:
         raise PassError(f"option {self.flag!r} expects {self.type_name()}, got {raw!r}")
 
 
+class DataUse(enum.Enum):
+    """Whether a pass, with given options, reads the session's calibration data."""
+
+    NONE = "none"
+    OPTIONAL = "optional"  # used when given (--calib or a calibration block)
+    REQUIRED = "required"  # the compile stops before any pass runs when there is none
+
+
 @dataclasses.dataclass(frozen=True)
 class PassInfo:
     """A registered pass.
 
     ``positional`` names the option a bare recipe argument sets (``fuse-activations conv-relu``);
     ``selectable`` passes honour ``on``/``exclude`` (``ctx.selected``); ``overridable`` passes
-    honour ``where`` clauses (``ctx.options_for``).
+    honour ``where`` clauses (``ctx.options_for``); ``calibration`` says whether the pass,
+    with given options, reads the session's calibration data (the compiler opens and checks
+    it before any pass runs).
     """
 
     name: str
@@ -223,6 +233,13 @@ class PassInfo:
     positional: str | None = None
     selectable: bool = False
     overridable: bool = False
+    calibration: DataUse | Callable[[Mapping[str, Any]], DataUse] = DataUse.NONE
+
+    def data_use(self, options: Mapping[str, Any]) -> DataUse:
+        """How this pass uses calibration data when run with ``options`` (Python names)."""
+        if callable(self.calibration):
+            return self.calibration(options)
+        return self.calibration
 
     @property
     def summary(self) -> str:
@@ -264,6 +281,7 @@ def register_pass(
     positional: str | None = None,
     selectable: bool = False,
     overridable: bool = False,
+    calibration: DataUse | Callable[[Mapping[str, Any]], DataUse] = DataUse.NONE,
 ) -> Callable[[Callable[..., PassResult]], Callable[..., PassResult]]:
     """Register ``fn`` as the pass ``name`` (kebab-case). A duplicate name is an error."""
     if not re.fullmatch(r"[a-z][a-z0-9]*(-[a-z0-9]+)*", name):
@@ -276,7 +294,9 @@ def register_pass(
         if positional is not None and positional not in {o.name for o in options}:
             raise ValueError(f"pass {name!r}: positional option {positional!r} does not exist")
         doc = inspect.getdoc(fn) or ""
-        _REGISTRY[name] = PassInfo(name, fn, options, doc, positional, selectable, overridable)
+        _REGISTRY[name] = PassInfo(
+            name, fn, options, doc, positional, selectable, overridable, calibration
+        )
         return fn
 
     return deco
