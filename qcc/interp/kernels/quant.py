@@ -67,8 +67,10 @@ def saturate_rint(f: np.ndarray, zp: np.ndarray | int, dtype: np.dtype) -> np.nd
     """``sat(rint(f) + zp)`` in the integer ``dtype``; ``f`` is float32 or float64."""
     lo, hi = qrange(dtype)
     r = np.rint(f).astype(np.float64) + np.asarray(zp, dtype=np.float64)
-    r = np.nan_to_num(r, nan=0.0, posinf=hi, neginf=lo)
-    return np.clip(r, lo, hi).astype(dtype)
+    r = np.clip(r, lo, hi)
+    if r.dtype.kind == "f":
+        r = np.where(np.isnan(r), 0.0, r)
+    return r.astype(dtype)
 
 
 def requantize(acc: np.ndarray, scale: np.ndarray, zp: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -233,7 +235,11 @@ def conv_accumulate(
     dilations: list[int],
     pads: list[int],
 ) -> np.ndarray:
-    """Exact ``sum (x)(w)`` of a convolution of already centred float64 operands."""
+    """Exact ``sum (x)(w)`` of a convolution of already centred float64 operands.
+
+    The GEMM runs in float32 when every partial sum stays below 2**24 in magnitude (then each
+    is an exactly representable integer, whatever order BLAS adds in), else in float64.
+    """
     n, c = x.shape[:2]
     m = w.shape[0]
     kernel = tuple(w.shape[2:])
@@ -241,18 +247,52 @@ def conv_accumulate(
         raise InterpError(
             f"input has {c} channels, weight {tuple(w.shape)} with group {group} does not fit"
         )
+    terms = w.shape[1] * math.prod(kernel)
+    prod_max = float(np.abs(x).max(initial=0)) * float(np.abs(w).max(initial=0))
+    # operands are small integers, exact in float32; chunk the reduction so that every
+    # partial sum of a float32 GEMM stays below 2**24, where float32 integers are exact
+    chunk = terms if prod_max * terms < 2**24 else max(1, int((2**24 - 1) // max(prod_max, 1)))
+    x, w = x.astype(np.float32), w.astype(np.float32)
+    if w.shape[1] == 1 and m == group and chunk >= terms:  # depthwise, no im2col
+        return _depthwise(x, w, strides, dilations, pads)
     cols = im2col(x, kernel, strides, dilations, pads)
     out_sp = cols.shape[3:]
     p = math.prod(out_sp)
     cg = c // group
     k = math.prod(kernel)
     cols = cols.reshape(n, group, cg * k, p)
-    wg = w.reshape(group, m // group, cg * k)
-    if cg * k == k and m == group:  # depthwise, one output per group: a weighted sum
-        acc = np.einsum("gk,ngkp->ngp", wg[:, 0, :], cols, optimize=True)
+    wg = w.reshape(group, m // group, cg * k)[None]
+    if chunk >= cg * k:
+        acc = np.matmul(wg, cols).astype(np.float64)
     else:
-        acc = np.matmul(wg[None], cols)
+        acc = np.zeros((n, group, m // group, p), dtype=np.float64)
+        for s in range(0, cg * k, chunk):
+            acc += np.matmul(wg[..., s : s + chunk], cols[:, :, s : s + chunk, :])
     return acc.reshape(n, m, *out_sp)
+
+
+def _depthwise(x, w, strides, dilations, pads) -> np.ndarray:
+    kernel = tuple(w.shape[2:])
+    nsp = len(kernel)
+    pad_width = [(0, 0), (0, 0)] + [(pads[i], pads[i + nsp]) for i in range(nsp)]
+    xp = np.pad(x, pad_width) if any(pads) else x
+    out = [
+        (xp.shape[2 + i] - ((kernel[i] - 1) * dilations[i] + 1)) // strides[i] + 1
+        for i in range(nsp)
+    ]
+    acc = np.zeros((x.shape[0], x.shape[1], *out), dtype=x.dtype)
+    wsh = (1, -1) + (1,) * nsp
+    for offs in np.ndindex(*kernel):
+        idx = tuple(
+            slice(
+                offs[i] * dilations[i],
+                offs[i] * dilations[i] + (out[i] - 1) * strides[i] + 1,
+                strides[i],
+            )
+            for i in range(nsp)
+        )
+        acc += xp[(slice(None), slice(None), *idx)] * w[(slice(None), 0, *offs)].reshape(wsh)
+    return acc.astype(np.float64)
 
 
 def _conv_geometry(
@@ -278,7 +318,8 @@ def _centred(q: np.ndarray, zp: np.ndarray | None, axis_len: int | None = None) 
         z = z.reshape((-1,) + (1,) * (axis_len - 1))
     elif z.size == 1:
         z = z.reshape(())
-    return np.asarray(q).astype(np.float64) - z
+    # |q - z| <= 510: exact in float32, which halves the memory traffic of the GEMMs
+    return (np.asarray(q).astype(np.float32) - z.astype(np.float32)).astype(np.float32)
 
 
 def _to_int(acc: np.ndarray) -> np.ndarray:
