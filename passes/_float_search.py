@@ -286,7 +286,7 @@ class Simulation:
 
         # weights and biases of linear ops
         opset = g.opset_imports.get("", 0)
-        originals = getattr(q.plan, "float_bias", {})
+        originals = q.plan.float_bias
         for node in nodes:
             if q.kind.get(node) is not Kind.LINEAR:
                 continue

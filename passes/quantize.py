@@ -39,8 +39,8 @@ from qcc.frontend import lower_model
 from qcc.ir import DType, Graph, Node, Value, constant_value, fusion_group
 from qcc.pipeline import PassContext, PassResult, register_pass
 from qcc.quant.capability import TARGETS, Kind, OpCapability, Role
-from qcc.quant.observers import MinMaxObserver, observed_range
-from qcc.quant.params import QParams, compute_qparams, quantize_bias
+from qcc.quant.observers import observed_range
+from qcc.quant.params import QParams, compute_qparams, quantize_bias, quantize_weight
 from qcc.quant.params import quantize as quantize_array
 from qcc.quant.plan import DEFAULT_ACTIVATIONS, get_plan
 from qcc.quant.scheme import Granularity, QDType, QuantScheme
@@ -336,6 +336,7 @@ class _Quantizer:
     # ------------------------------------------------------------------ rewriting
     def run(self) -> PassResult:
         self.classify()
+        self.restore_float_biases()
         tensors = self.tensors()
         qparams = self.params(tensors)
         opset = self.g.opset_imports.get("", 0)
@@ -356,6 +357,23 @@ class _Quantizer:
             )
             self.result.note(f"kept in float: {listing}")
         return self.result
+
+    def restore_float_biases(self) -> None:
+        """``correct-bias`` corrected for weight quantization; an op kept in float gets its
+        original bias back."""
+        restored = 0
+        for node, orig in self.plan.float_bias.items():
+            if node.is_erased or self.kind.get(node, Kind.FLOAT) is not Kind.FLOAT:
+                continue
+            old = node.input(2)
+            if orig is None:
+                node.set_inputs(node.inputs[:2])
+            else:
+                node.replace_input(2, self.g.add_constant(orig, f"{old.name}_original"))
+            self.g.remove_unused_constants([old])
+            restored += 1
+        if restored:
+            self.result.stats["float-bias-restored"] = restored
 
     def weights(self, node: Node, qparams: dict[Value, QParams], opset: int) -> None:
         for i, (q, scale, zero, axis) in self.weight_arrays(node, qparams, opset).items():
@@ -384,18 +402,7 @@ class _Quantizer:
                         f"the model is opset {opset}; add `min_opset = 13` to the recipe's "
                         "target block (or use a per_tensor weight scheme)"
                     )
-                obs = MinMaxObserver(axis if per_channel else None)
-                obs.update(w)
-                wq = compute_qparams(
-                    obs.lo,
-                    obs.hi,
-                    scheme.dtype,
-                    symmetric=scheme.symmetric,
-                    reduce_range=scheme.reduce_range,
-                    axis=axis if per_channel else None,
-                )
-                q = quantize_array(w, wq, symmetric_clip=scheme.symmetric)
-                wq = _with_zero_points_equal(wq)
+                q, wq = quantize_weight(w, scheme, axis)
                 out[i] = (q, wq.scale, wq.zero_point, wq.axis)
             elif role is Role.BIAS:
                 b = constant_value(v)
@@ -526,14 +533,3 @@ def _fit_below(qp: QParams, hi: float) -> QParams:
     while np.float32(np.float32(qmax - zp) * scale) > np.float32(hi) and scale > 0:
         scale = np.nextafter(scale, np.float32(0))
     return QParams(qp.dtype, np.asarray(scale, np.float32), qp.zero_point, qp.axis)
-
-
-def _with_zero_points_equal(qp: QParams) -> QParams:
-    """onnxruntime requires every per-channel weight zero point to be equal (they are 0 for
-    symmetric weights; asymmetric per-channel weights are not supported by its kernels)."""
-    if qp.per_channel and np.unique(qp.zero_point).size > 1:
-        raise PassError(
-            "per-channel weights must be symmetric for onnxruntime (all zero points equal): "
-            "use a symmetric weight scheme"
-        )
-    return qp

@@ -19,7 +19,8 @@ import dataclasses
 
 import numpy as np
 
-from qcc.quant.scheme import QDType
+from qcc.errors import PassError
+from qcc.quant.scheme import Granularity, QDType, QuantScheme
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,3 +138,31 @@ def sqnr_db(ref: np.ndarray, got: np.ndarray) -> float:
     if signal == 0:
         return float("-inf")
     return float(10 * np.log10(signal / noise))
+
+
+def quantize_weight(w: np.ndarray, scheme: QuantScheme, axis: int) -> tuple[np.ndarray, QParams]:
+    """The integers and parameters of a constant weight under ``scheme`` (per channel along
+    ``axis`` when the scheme says so, range from the weight's min and max): what ``quantize``
+    writes and what ``correct-bias`` corrects for."""
+    from qcc.quant.observers import MinMaxObserver
+
+    per_channel = scheme.granularity is Granularity.PER_CHANNEL
+    obs = MinMaxObserver(axis if per_channel else None)
+    obs.update(w)
+    wq = compute_qparams(
+        obs.lo,
+        obs.hi,
+        scheme.dtype,
+        symmetric=scheme.symmetric,
+        reduce_range=scheme.reduce_range,
+        axis=axis if per_channel else None,
+    )
+    q = quantize(w, wq, symmetric_clip=scheme.symmetric)
+    # onnxruntime requires every per-channel weight zero point to be equal (they are 0 for
+    # symmetric weights; its kernels do not support asymmetric per-channel weights)
+    if wq.per_channel and np.unique(wq.zero_point).size > 1:
+        raise PassError(
+            "per-channel weights must be symmetric for onnxruntime (all zero points equal): "
+            "use a symmetric weight scheme"
+        )
+    return q, wq
