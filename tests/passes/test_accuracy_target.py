@@ -143,3 +143,31 @@ def test_bad_option_in_a_recipe_points_at_the_value(cli, tmp_path):
         f"{recipe}:2:26: error[E302]: pass 'quantize': option 'target-sqnr' must be >= 0 "
         "(dB; 0 turns the search off), got -3"
     )
+
+
+def test_ranking_is_worst_first_and_measures_few_units_when_noise_is_concentrated():
+    from qcc.passes._float_search import _worst_first
+
+    noise = np.full(100, 1e-6)
+    noise[[7, 42, 43, 90]] = [1e-2, 3e-2, 2e-3, 5e-3]
+    calls = []
+
+    def alone(units):
+        calls.append(tuple(units))
+        return float(-10 * np.log10(noise[units].sum()))
+
+    got = []
+    for _s, u in _worst_first(len(noise), alone):
+        got.append(u)
+        if len(got) == 4:
+            break
+    assert got == [42, 7, 90, 43]
+    assert len(calls) < 60  # 10 blocks, then only the blocks holding the loud units
+
+
+def test_ranking_yields_every_unit_once():
+    from qcc.passes._float_search import _worst_first
+
+    noise = np.random.default_rng(3).uniform(1e-4, 1e-2, 17)
+    ranked = list(_worst_first(17, lambda us: float(-10 * np.log10(noise[us].sum()))))
+    assert [u for _, u in ranked] == list(np.argsort(-noise))
