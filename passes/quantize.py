@@ -35,11 +35,12 @@ import collections
 import numpy as np
 
 from qcc.errors import PassError
+from qcc.frontend import lower_model
 from qcc.ir import DType, Graph, Node, Value, constant_value, fusion_group
 from qcc.pipeline import PassContext, PassResult, register_pass
 from qcc.quant.capability import TARGETS, Kind, OpCapability, Role
-from qcc.quant.observers import MinMaxObserver, observed_range
-from qcc.quant.params import QParams, compute_qparams, quantize_bias, widen_for_int32_bias
+from qcc.quant.observers import observed_range
+from qcc.quant.params import QParams, compute_qparams, quantize_bias, quantize_weight
 from qcc.quant.params import quantize as quantize_array
 from qcc.quant.plan import DEFAULT_ACTIVATIONS, get_plan
 from qcc.quant.scheme import Granularity, QDType, QuantScheme
@@ -47,19 +48,59 @@ from qcc.quant.scheme import Granularity, QDType, QuantScheme
 _REALIZED_GROUPS = {"conv-relu", "conv-clip"}  # what onnxruntime executes as one kernel
 
 
-@register_pass("quantize", selectable=True)
-def quantize(graph: Graph, ctx: PassContext, *, concat_range_ratio: float = 16.0) -> PassResult:
+@register_pass(
+    "quantize",
+    selectable=True,
+    valid={
+        "concat_range_ratio": (lambda v: v >= 0, ">= 0"),
+        "target_sqnr": (lambda v: v >= 0, ">= 0 (dB; 0 turns the search off)"),
+        "max_float": (lambda v: v >= 0, ">= 0"),
+        "search_samples": (lambda v: v >= 1, ">= 1"),
+    },
+)
+def quantize(
+    graph: Graph,
+    ctx: PassContext,
+    *,
+    concat_range_ratio: float = 16.0,
+    target_sqnr: float = 0.0,
+    max_float: int = 8,
+    search_samples: int = 4,
+) -> PassResult:
     """Insert QuantizeLinear/DequantizeLinear so the target runs the planned ops in integer.
 
     Options:
         concat-range-ratio: keep a Concat in float when the ranges of its inputs differ by more
             than this factor (one output scale would erase the small-range inputs: detector
             heads that concatenate box coordinates with probabilities); 0 disables the check.
+        target-sqnr: accuracy target in dB: the output SQNR against FP32 (worst graph output,
+            on the first search-samples calibration samples) that the search for layers to
+            keep in float aims at; 0 (the default) quantizes everything planned.
+        max-float: the most op groups (an op with its fused activation) the accuracy target
+            may return to float.
+        search-samples: calibration samples the accuracy search runs (from the start of the
+            set).
     """
     plan = get_plan(ctx.session, "quantize")
     if plan.calibrated == 0 and any(o.empty for o, _ in plan.observers.values()):
         raise PassError("quantize needs calibration: run `calibrate` before it")
-    return _Quantizer(graph, ctx, plan, concat_range_ratio).run()
+    q = _Quantizer(graph, ctx, plan, concat_range_ratio)
+    measure = None
+    if target_sqnr > 0:
+        from qcc.passes._float_search import search_float
+
+        data = ctx.session.calibration
+        if data is None:
+            raise PassError("target-sqnr needs calibration data to measure the error on")
+        measure = search_float(
+            q, target_sqnr, max_float=max_float, samples=min(search_samples, data.count)
+        )
+    result = q.run()
+    if measure is not None:  # the simulation's verdict, checked on the real placement
+        real = measure(lower_model(ctx.model))
+        result.stats["target:sqnr-dB-measured"] = round(real, 2)
+        result.note(f"measured on the quantized model: {real:.2f} dB")
+    return result
 
 
 class _Quantizer:
@@ -73,9 +114,12 @@ class _Quantizer:
         self.caps: dict[Node, OpCapability] = {}
         self.floats: collections.Counter[tuple[str, str]] = collections.Counter()
         self.result = PassResult()
+        # nodes the accuracy target returns to float (qcc.passes._float_search)
+        self.forced_float: set[Node] = set()
 
     # ------------------------------------------------------------------ classification
     def classify(self) -> None:
+        self.kind, self.caps, self.floats = {}, {}, collections.Counter()
         for node in self.g:
             cap = self.cap(node)
             self.caps[node] = cap
@@ -106,6 +150,8 @@ class _Quantizer:
             return cap.reason or "no integer kernel"
         if not self.ctx.selected(node):
             return "excluded by the recipe"
+        if node in self.forced_float:
+            return "kept in float for the accuracy target"
         if node not in self.plan.activations:
             return "not observed"
         if self.plan.activations[node].dtype.bits != 8:
@@ -290,6 +336,7 @@ class _Quantizer:
     # ------------------------------------------------------------------ rewriting
     def run(self) -> PassResult:
         self.classify()
+        self.restore_float_biases()
         tensors = self.tensors()
         qparams = self.params(tensors)
         opset = self.g.opset_imports.get("", 0)
@@ -311,10 +358,38 @@ class _Quantizer:
             self.result.note(f"kept in float: {listing}")
         return self.result
 
+    def restore_float_biases(self) -> None:
+        """``correct-bias`` corrected for weight quantization; an op kept in float gets its
+        original bias back."""
+        restored = 0
+        for node, orig in self.plan.float_bias.items():
+            if node.is_erased or self.kind.get(node, Kind.FLOAT) is not Kind.FLOAT:
+                continue
+            old = node.input(2)
+            if orig is None:
+                node.set_inputs(node.inputs[:2])
+            else:
+                node.replace_input(2, self.g.add_constant(orig, f"{old.name}_original"))
+            self.g.remove_unused_constants([old])
+            restored += 1
+        if restored:
+            self.result.stats["float-bias-restored"] = restored
+
     def weights(self, node: Node, qparams: dict[Value, QParams], opset: int) -> None:
+        for i, (q, scale, zero, axis) in self.weight_arrays(node, qparams, opset).items():
+            self._dq_const(node, i, q, scale, zero, axis, f"{node.input(i).name}_quantized")
+
+    def weight_arrays(
+        self, node: Node, qparams: dict[Value, QParams], opset: int
+    ) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, int | None]]:
+        """The quantized weight and bias of a linear node: ``{input index: (integers, scale,
+        zero point, axis)}``. Does not change the graph (the accuracy search simulates with
+        exactly these values)."""
         cap = self.caps[node]
         scheme = self.plan.weights[node]
         xq = qparams.get(node.input(0))
+        out: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, int | None]] = {}
+        wq = None
         for i, role in cap.inputs:
             v = node.input(i)
             if role is Role.WEIGHT:
@@ -327,9 +402,6 @@ class _Quantizer:
                         f"the model is opset {opset}; add `min_opset = 13` to the recipe's "
                         "target block (or use a per_tensor weight scheme)"
                     )
-                obs = MinMaxObserver(axis if per_channel else None)
-                obs.update(w)
-                lo, hi = obs.lo, obs.hi
                 bias = next(
                     (
                         constant_value(node.input(j))
@@ -338,32 +410,17 @@ class _Quantizer:
                     ),
                     None,
                 )
-                if bias is not None and xq is not None and not xq.per_channel:
-                    lo, hi, widened = widen_for_int32_bias(
-                        lo,
-                        hi,
-                        bias.reshape(-1),
-                        float(xq.scale),
-                        scheme.dtype,
-                        symmetric=scheme.symmetric,
-                        reduce_range=scheme.reduce_range,
-                    )
-                    if widened:
-                        self.result.count("weight-scale-widened-for-int32-bias", widened)
-                wq = compute_qparams(
-                    lo,
-                    hi,
-                    scheme.dtype,
-                    symmetric=scheme.symmetric,
-                    reduce_range=scheme.reduce_range,
-                    axis=axis if per_channel else None,
+                per_tensor_x = xq is not None and not xq.per_channel
+                q, wq = quantize_weight(
+                    w,
+                    scheme,
+                    axis,
+                    bias=bias if per_tensor_x else None,
+                    x_scale=float(xq.scale) if per_tensor_x else None,
+                    on_widen=lambda n: self.result.count("weight-scale-widened-for-int32-bias", n),
                 )
-                q = quantize_array(w, wq, symmetric_clip=scheme.symmetric)
-                wq = _with_zero_points_equal(wq)
-                self._dq_const(node, i, q, wq.scale, wq.zero_point, wq.axis, f"{v.name}_quantized")
-                node.meta["weight_qparams"] = wq
+                out[i] = (q, wq.scale, wq.zero_point, wq.axis)
             elif role is Role.BIAS:
-                wq = node.meta.get("weight_qparams")
                 b = constant_value(v)
                 if wq is None or xq is None or xq.per_channel:
                     continue
@@ -376,9 +433,8 @@ class _Quantizer:
                         np.zeros((), np.int32),
                         None,
                     )
-                self._dq_const(
-                    node, i, q.reshape(b.shape), scale, zero, axis, f"{v.name}_quantized"
-                )
+                out[i] = (q.reshape(b.shape), scale, zero, axis)
+        return out
 
     def _dq_const(
         self,
@@ -493,14 +549,3 @@ def _fit_below(qp: QParams, hi: float) -> QParams:
     while np.float32(np.float32(qmax - zp) * scale) > np.float32(hi) and scale > 0:
         scale = np.nextafter(scale, np.float32(0))
     return QParams(qp.dtype, np.asarray(scale, np.float32), qp.zero_point, qp.axis)
-
-
-def _with_zero_points_equal(qp: QParams) -> QParams:
-    """onnxruntime requires every per-channel weight zero point to be equal (they are 0 for
-    symmetric weights; asymmetric per-channel weights are not supported by its kernels)."""
-    if qp.per_channel and np.unique(qp.zero_point).size > 1:
-        raise PassError(
-            "per-channel weights must be symmetric for onnxruntime (all zero points equal): "
-            "use a symmetric weight scheme"
-        )
-    return qp

@@ -132,6 +132,8 @@ class OptionInfo:
     type: Any
     default: Any
     help: str = ""
+    valid: Callable[[Any], bool] | None = None  # a range check beyond the type
+    valid_text: str = ""  # the valid range, for messages ("> 0")
 
     @property
     def flag(self) -> str:
@@ -149,7 +151,14 @@ class OptionInfo:
         return getattr(t, "__name__", str(t))
 
     def convert(self, raw: Any) -> Any:
-        """Convert a recipe or command-line value to the option's type (PassError if it can't)."""
+        """Convert a recipe or command-line value to the option's type and check its range
+        (PassError if it can't or is out of range)."""
+        value = self._convert(raw)
+        if self.valid is not None and not self.valid(value):
+            raise PassError(f"option {self.flag!r} must be {self.valid_text}, got {raw!r}")
+        return value
+
+    def _convert(self, raw: Any) -> Any:
         t = self.type
         if (
             isinstance(t, type)
@@ -282,8 +291,13 @@ def register_pass(
     selectable: bool = False,
     overridable: bool = False,
     calibration: DataUse | Callable[[Mapping[str, Any]], DataUse] = DataUse.NONE,
+    valid: Mapping[str, tuple[Callable[[Any], bool], str]] | None = None,
 ) -> Callable[[Callable[..., PassResult]], Callable[..., PassResult]]:
-    """Register ``fn`` as the pass ``name`` (kebab-case). A duplicate name is an error."""
+    """Register ``fn`` as the pass ``name`` (kebab-case). A duplicate name is an error.
+
+    ``valid`` maps option names (Python keywords) to a range check and its text
+    (``{"samples": (lambda v: v >= 1, ">= 1")}``): values outside it are rejected when the
+    recipe or ``--passes`` is resolved, before any pass runs."""
     if not re.fullmatch(r"[a-z][a-z0-9]*(-[a-z0-9]+)*", name):
         raise ValueError(f"pass name {name!r} must be kebab-case")
 
@@ -291,6 +305,16 @@ def register_pass(
         if name in _REGISTRY:
             raise ValueError(f"pass {name!r} is registered twice ({_REGISTRY[name].fn.__module__})")
         options = _options_of(fn)
+        known = {o.name for o in options}
+        for key in valid or {}:
+            if key not in known:
+                raise ValueError(f"pass {name!r}: range check for unknown option {key!r}")
+        options = tuple(
+            dataclasses.replace(o, valid=valid[o.name][0], valid_text=valid[o.name][1])
+            if valid and o.name in valid
+            else o
+            for o in options
+        )
         if positional is not None and positional not in {o.name for o in options}:
             raise ValueError(f"pass {name!r}: positional option {positional!r} does not exist")
         doc = inspect.getdoc(fn) or ""

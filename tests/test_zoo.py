@@ -271,3 +271,42 @@ def test_prune_then_quantize_in_one_recipe_gives_a_valid_int8_model(cli, tmp_pat
     feeds = zoo_feeds(name, 2)
     got = _outputs(out, feeds)
     assert all(np.isfinite(o).all() for outs in got for o in outs)
+
+
+@pytest.mark.parametrize("name", [n for n in ZOO_MODELS if n == "tv_mobilenet_v3_small"])
+def test_accuracy_target_raises_output_sqnr_and_keeps_placement(cli, tmp_path, name):
+    """The accurate recipe's search keeps some groups in float: the output SQNR measured on the
+    written model rises, and the only convolutions onnxruntime runs in float are the ones the
+    report says the target kept there."""
+    import json
+
+    from tests.conftest import ZOO
+
+    calib = next(iter(sorted((ZOO / name).glob("calib.np*"))))
+    out = tmp_path / "q.onnx"
+    code, stdout, stderr = cli(
+        "compile",
+        zoo_model(name),
+        "-r",
+        "int8-ort-accurate",
+        "-D",
+        "samples=16",
+        "-D",
+        "max_float=3",
+        "--calib",
+        calib,
+        "-o",
+        out,
+        "--format",
+        "json",
+    )
+    assert code == 0, stderr
+    rec = next(p for p in json.loads(stdout)["passes"] if p["name"] == "quantize")
+    stats = rec["stats"]
+    assert 1 <= stats["target:float-groups"] <= 3
+    assert stats["target:sqnr-dB-measured"] > stats["target:sqnr-dB-all-quantized"] + 1
+    kept = re.search(
+        r"Conv x(\d+) \(kept in float for the accuracy target\)", " ".join(rec["notes"])
+    )
+    ops = _optimized_ops(out)
+    assert ops.get("Conv", 0) + ops.get("FusedConv", 0) == (int(kept.group(1)) if kept else 0)

@@ -19,7 +19,8 @@ import dataclasses
 
 import numpy as np
 
-from qcc.quant.scheme import QDType
+from qcc.errors import PassError
+from qcc.quant.scheme import Granularity, QDType, QuantScheme
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,3 +180,54 @@ def sqnr_db(ref: np.ndarray, got: np.ndarray) -> float:
     if signal == 0:
         return float("-inf")
     return float(10 * np.log10(signal / noise))
+
+
+def quantize_weight(
+    w: np.ndarray,
+    scheme: QuantScheme,
+    axis: int,
+    *,
+    bias: np.ndarray | None = None,
+    x_scale: float | None = None,
+    on_widen=None,
+) -> tuple[np.ndarray, QParams]:
+    """The integers and parameters of a constant weight under ``scheme`` (per channel along
+    ``axis`` when the scheme says so, range from the weight's min and max): what ``quantize``
+    writes and what ``correct-bias`` corrects for. With ``bias`` and ``x_scale`` the range is
+    widened where the int32 bias would not fit (:func:`widen_for_int32_bias`);
+    ``on_widen(n)`` hears how many channels were."""
+    from qcc.quant.observers import MinMaxObserver
+
+    per_channel = scheme.granularity is Granularity.PER_CHANNEL
+    obs = MinMaxObserver(axis if per_channel else None)
+    obs.update(w)
+    lo, hi = obs.lo, obs.hi
+    if bias is not None and x_scale is not None:
+        lo, hi, widened = widen_for_int32_bias(
+            lo,
+            hi,
+            np.asarray(bias).reshape(-1),
+            x_scale,
+            scheme.dtype,
+            symmetric=scheme.symmetric,
+            reduce_range=scheme.reduce_range,
+        )
+        if widened and on_widen is not None:
+            on_widen(widened)
+    wq = compute_qparams(
+        lo,
+        hi,
+        scheme.dtype,
+        symmetric=scheme.symmetric,
+        reduce_range=scheme.reduce_range,
+        axis=axis if per_channel else None,
+    )
+    q = quantize(w, wq, symmetric_clip=scheme.symmetric)
+    # onnxruntime requires every per-channel weight zero point to be equal (they are 0 for
+    # symmetric weights; its kernels do not support asymmetric per-channel weights)
+    if wq.per_channel and np.unique(wq.zero_point).size > 1:
+        raise PassError(
+            "per-channel weights must be symmetric for onnxruntime (all zero points equal): "
+            "use a symmetric weight scheme"
+        )
+    return q, wq

@@ -32,6 +32,9 @@ class QuantPlan:
     fp32_model: bytes | None = None  # the FP32 model as observed, for error reports
     # quantized tensor (its name in the FP32 model) -> (its QuantizeLinear's output, params)
     quantized: dict[str, tuple[str, Any]] = dataclasses.field(default_factory=dict)
+    # op -> its bias before correct-bias changed it (None: it had none); quantize restores
+    # it on ops it keeps in float
+    float_bias: dict[Node, Any] = dataclasses.field(default_factory=dict)
 
 
 def get_plan(session, pass_name: str) -> QuantPlan:
