@@ -213,8 +213,9 @@ def random_feeds(model: Model, count: int, seed: int = 0) -> list[dict[str, np.n
 def _session(proto: onnx.ModelProto):
     import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
+    from qcc.frontend.ort_eval import session_options
+
+    so = session_options(optimize=True)  # the optimizations users run with, as they run it
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(
@@ -296,6 +297,7 @@ def verify_proto(
     spec_of = {st.node: st.spec for st in interp.steps}
     islands = [st.node.describe() for st in interp.steps if not st.spec.exact]
     results: dict[str, TensorResult] = {}
+    graph_outputs = {x.name: x for x in interp.graph.outputs}
     fetch = [o.name for o in sess.get_outputs()]
 
     for i, feed in enumerate(feeds):
@@ -304,11 +306,7 @@ def verify_proto(
         taint: dict[Value, bool] = {}
 
         def override(node: Node, v: Value, arr: np.ndarray, forced=forced, taint=taint, i=i):
-            spec = spec_of[node]
-            inexact = not spec.exact or any(
-                taint.get(x, False) for x in node.inputs if x is not None
-            )
-            taint[v] = inexact
+            inexact = taint[v] = _tainted(node, spec_of, taint)
             if v.name not in forced:
                 return None
             ref = forced[v.name]
@@ -325,7 +323,7 @@ def verify_proto(
         got = interp.run(feed, override=override if extra else _taint_only(spec_of, taint))
         for o in out_names:
             ref = want[o]
-            v = next(x for x in interp.graph.outputs if x.name == o)
+            v = graph_outputs[o]
             r = results.get(o)
             inexact = taint.get(v, False)
             if r is None or r.kind != "output":
@@ -339,10 +337,14 @@ def verify_proto(
     return VerifyReport(name, profile, len(feeds), data, ordered, islands)
 
 
+def _tainted(node: Node, spec_of, taint: dict[Value, bool]) -> bool:
+    """Whether ``node``'s output went through an inexact kernel since the last forced value."""
+    return not spec_of[node].exact or any(taint.get(x, False) for x in node.inputs if x is not None)
+
+
 def _taint_only(spec_of, taint):
     def override(node: Node, v: Value, arr: np.ndarray):
-        spec = spec_of[node]
-        taint[v] = not spec.exact or any(taint.get(x, False) for x in node.inputs if x is not None)
+        taint[v] = _tainted(node, spec_of, taint)
         return None
 
     return override

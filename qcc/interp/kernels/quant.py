@@ -10,7 +10,7 @@ hypothesis. Conventions:
   BLAS do the work; the sum is converted back to int64 afterwards.
 - Requantization ``y = sat(rint(f32(f32(acc) * scale)) + zy)`` with
   ``scale = f32(f32(sx * sw[c]) / sy)``.
-- ``fma`` is a float32 fused multiply-add, emulated exactly (:func:`fma_f32`).
+- ``fma`` is a float32 fused multiply-add, emulated exactly (:func:`qcc.interp.kernels.mlas.fma`).
 
 QDQ models reach these kernels through the ``ort-x86`` profile, which rewrites DQ -> op -> Q
 units into the QLinear ops below exactly where onnxruntime does.
@@ -22,6 +22,8 @@ import math
 
 import numpy as np
 
+from qcc.interp.kernels.float_ops import _conv_pads
+from qcc.interp.kernels.mlas import fma as fma_f32
 from qcc.interp.registry import MS_DOMAIN, InterpError, kernel
 
 F32 = np.float32
@@ -77,36 +79,6 @@ def requantize(acc: np.ndarray, scale: np.ndarray, zp: np.ndarray, dtype: np.dty
     """MLAS requantization: ``sat(rint(f32(f32(acc) * scale)) + zp)``."""
     f = acc.astype(F32) * _f32(scale)
     return saturate_rint(f, zp, dtype)
-
-
-def fma_f32(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """Float32 ``fma(a, b, c)``: ``a*b + c`` rounded once to float32, exactly.
-
-    ``a*b`` of two float32 is exact in float64; the float64 sum ``s`` is rounded, and rounding
-    ``s`` again to float32 is wrong only when ``s`` lands exactly on a float32 midpoint while
-    the exact sum is not there. The error of the float64 sum is recovered exactly (TwoSum) and
-    decides the direction in that case.
-    """
-    a64 = np.asarray(a, dtype=F32).astype(np.float64)
-    b64 = np.asarray(b, dtype=F32).astype(np.float64)
-    c64 = np.asarray(c, dtype=F32).astype(np.float64)
-    p = a64 * b64
-    s = p + c64
-    bp = s - c64
-    err = (p - bp) + (c64 - (s - bp))
-    r = s.astype(F32)
-    r64 = r.astype(np.float64)
-    with np.errstate(invalid="ignore"):
-        toward = np.nextafter(r, np.where(s > r64, F32(np.inf), F32(-np.inf)).astype(F32))
-        mid = (r64 + toward.astype(np.float64)) / 2
-        fix = (s != r64) & (s == mid) & (err != 0)
-    if np.any(fix):
-        # The exact value lies beyond the midpoint in the direction of err.
-        up = err > 0
-        hi = np.maximum(r, toward)
-        lo = np.minimum(r, toward)
-        r = np.where(fix, np.where(up, hi, lo), r).astype(F32)
-    return r
 
 
 # --------------------------------------------------------------------------- Q / DQ
@@ -181,18 +153,22 @@ def _pads_for(
     pads: list[int] | None,
     auto_pad: str,
 ) -> list[int]:
-    n = len(spatial)
-    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        out = []
-        for i in range(n):
-            o = -(-spatial[i] // strides[i])
-            total = max(0, (o - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - spatial[i])
-            small, big = total // 2, total - total // 2
-            out.append((small, big) if auto_pad == "SAME_UPPER" else (big, small))
-        return [p[0] for p in out] + [p[1] for p in out]
-    if auto_pad == "VALID":
-        return [0] * (2 * n)
-    return list(pads) if pads else [0] * (2 * n)
+    """ONNX ``pads`` (begins then ends) after resolving ``auto_pad``."""
+    begin, end, _ = _conv_pads(spatial, kernel, strides, dilations, pads, auto_pad)
+    return [*begin, *end]
+
+
+def _taps(kernel: tuple[int, ...], out: list[int], strides: list[int], dilations: list[int]):
+    """``(tap index, tap offsets, slices of the padded input that tap reads)`` per kernel tap."""
+    for k, offs in enumerate(np.ndindex(*kernel)):
+        yield (
+            k,
+            offs,
+            tuple(
+                slice(o * d, o * d + (n - 1) * st + 1, st)
+                for o, n, st, d in zip(offs, out, strides, dilations, strict=True)
+            ),
+        )
 
 
 def im2col(
@@ -213,15 +189,7 @@ def im2col(
     if any(o <= 0 for o in out):
         raise InterpError(f"kernel {kernel} does not fit the padded input {xp.shape[2:]}")
     cols = np.empty((x.shape[0], x.shape[1], math.prod(kernel), *out), dtype=x.dtype)
-    for k, offs in enumerate(np.ndindex(*kernel)):
-        idx = tuple(
-            slice(
-                offs[i] * dilations[i],
-                offs[i] * dilations[i] + (out[i] - 1) * strides[i] + 1,
-                strides[i],
-            )
-            for i in range(n)
-        )
+    for k, _, idx in _taps(kernel, out, strides, dilations):
         cols[:, :, k] = xp[(slice(None), slice(None), *idx)]
     return cols
 
@@ -282,15 +250,7 @@ def _depthwise(x, w, strides, dilations, pads) -> np.ndarray:
     ]
     acc = np.zeros((x.shape[0], x.shape[1], *out), dtype=x.dtype)
     wsh = (1, -1) + (1,) * nsp
-    for offs in np.ndindex(*kernel):
-        idx = tuple(
-            slice(
-                offs[i] * dilations[i],
-                offs[i] * dilations[i] + (out[i] - 1) * strides[i] + 1,
-                strides[i],
-            )
-            for i in range(nsp)
-        )
+    for _, offs, idx in _taps(kernel, out, strides, dilations):
         acc += xp[(slice(None), slice(None), *idx)] * w[(slice(None), 0, *offs)].reshape(wsh)
     return acc.astype(np.float64)
 

@@ -85,6 +85,7 @@ def fold_constants(graph, opset: int) -> int:
     initializer). A Shape of a tensor whose shape is static folds too; that can take a
     consumer away from a DQ and so change which Q -> DQ pairs stay int8."""
     from qcc.interp.registry import lookup
+    from qcc.interp.run import _attr_value
 
     count = 0
     for node in list(graph):
@@ -109,10 +110,7 @@ def fold_constants(graph, opset: int) -> int:
         spec = lookup(node.domain, node.op_type, opset if not node.domain else 1, "ort-x86")
         if spec is None:
             continue
-        attrs = {
-            k: list(a.value) if isinstance(a.value, tuple) else a.value
-            for k, a in node.attrs.items()
-        }
+        attrs = {k: _attr_value(a.value) for k, a in node.attrs.items()}
         try:
             res = spec.fn(*ins, **attrs)
         except Exception:  # leave it to the run, which reports the node properly
