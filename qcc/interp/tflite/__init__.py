@@ -1,0 +1,1 @@
+"""The interpreter for .tflite files: LiteRT's integer arithmetic under the tflite-* profiles."""
