@@ -1,0 +1,1 @@
+"""Tests of the TFLite interpreter profiles against LiteRT."""

@@ -1,0 +1,98 @@
+"""Which operators LiteRT's default XNNPACK delegate takes, so the ``tflite-xnnpack`` profile
+runs each operator in the arithmetic LiteRT actually uses.
+
+Under ``OpResolverType.AUTO``/``BUILTIN`` LiteRT hands every operator the XNNPACK delegate
+accepts to XNNPACK (float32 requantization, ``arith="xnnpack"``); the rest run in TFLite's
+optimized builtin kernels (``arith="builtin"``). The rules here were read in
+``tflite/delegates/xnnpack/xnnpack_delegate.cc`` and measured: ``tests/interp/tflite`` compares
+:func:`xnnpack_takes` with the partition LiteRT reports (its ``DELEGATE`` node) on random
+single-op models, and ``qcc verify`` checks it again on every model it runs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qcc.interp.tflite.model import Operator, Tensor, TFLiteModel
+
+# int8 operators the delegate takes (measured with ai-edge-litert 2.3.0); the conditions below
+# narrow some of them
+_QS8 = {
+    "ADD",
+    "SUB",
+    "MUL",
+    "CONV_2D",
+    "DEPTHWISE_CONV_2D",
+    "FULLY_CONNECTED",
+    "TRANSPOSE_CONV",
+    "MAX_POOL_2D",
+    "MEAN",
+    "CONCATENATION",
+    "LOGISTIC",
+    "TANH",
+    "LEAKY_RELU",
+    "PAD",
+    "TRANSPOSE",
+    "RESHAPE",
+    "RESIZE_BILINEAR",
+    "SPLIT",
+    "QUANTIZE",
+    "DEQUANTIZE",
+}
+_F32 = _QS8 | {
+    "AVERAGE_POOL_2D",
+    "SOFTMAX",
+    "HARD_SWISH",
+    "RELU",
+    "RELU6",
+    "BATCH_MATMUL",
+    "STRIDED_SLICE",
+}
+
+
+def _t(model: TFLiteModel, i: int) -> Tensor | None:
+    return None if i < 0 else model.tensors[i]
+
+
+def _ratio_ok(num: float, den: float, lo: float, hi: float) -> bool:
+    r = np.float32(num) / np.float32(den)
+    return lo <= r < hi
+
+
+def xnnpack_takes(model: TFLiteModel, op: Operator) -> bool:
+    """Whether the XNNPACK delegate (LiteRT's default) runs ``op``."""
+    ins = [_t(model, i) for i in op.inputs]
+    outs = [_t(model, i) for i in op.outputs]
+    if not outs or outs[0] is None:
+        return False
+    y = outs[0]
+    x = ins[0] if ins else None
+    quant = y.dtype in (np.dtype(np.int8), np.dtype(np.uint8)) or (
+        x is not None and x.dtype in (np.dtype(np.int8), np.dtype(np.uint8))
+    )
+    name = op.op
+    if not quant:
+        return name in _F32 and all(
+            t is None or t.dtype in (np.dtype(np.float32), np.dtype(np.int32)) for t in ins
+        )
+    if name not in _QS8:
+        return False
+    if op.activation not in ("NONE", "RELU", "RELU_N1_TO_1", "RELU6"):
+        return False
+    if name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV"):
+        w = ins[1]  # TRANSPOSE_CONV's weights are input 1 too
+        if w is None or w.data is None:
+            return False
+    if name in ("ADD", "SUB"):
+        a, b = ins[0], ins[1]
+        if a is None or b is None or a.quant is None or b.quant is None:
+            return False
+        return _ratio_ok(a.q.s, y.q.s, 2.0**-10, 2.0**8) and _ratio_ok(
+            b.q.s, y.q.s, 2.0**-10, 2.0**8
+        )
+    if name == "MUL":
+        a, b = ins[0], ins[1]
+        if a is None or b is None or a.quant is None or b.quant is None:
+            return False
+        return _ratio_ok(np.float32(a.q.s) * np.float32(b.q.s), y.q.s, 2.0**-16, 2.0**8)
+    return True
