@@ -33,23 +33,29 @@ def observe(
     *,
     weights: QuantScheme | None = None,
     activations: QuantScheme | None = None,
-    target: str = "ort-x86",
+    target: str | None = None,
 ) -> PassResult:
     """Plan which tensors are quantized and attach observers to the activations.
 
     Options:
         weights: scheme for weights (default: int8 symmetric per_channel).
         activations: scheme for activations (default: uint8 asymmetric per_tensor minmax).
-        target: capability table to plan for (ort-x86).
+        target: capability table to plan for: ort-x86 or tflite (default: tflite when the
+            recipe's target block is tflite or the output is a .tflite, else ort-x86).
     """
     from qcc.errors import PassError
 
+    if target is None:
+        target = "tflite" if ctx.session.backend == "tflite" else "ort-x86"
     if target not in TARGETS:
         raise PassError(f"unknown target {target!r} (targets: {', '.join(TARGETS)})")
     capability = TARGETS[target]
+    default_a = DEFAULT_ACTIVATIONS
+    if "uint8" not in capability.activation_types:
+        default_a = QuantScheme("a8", QDType.INT8, symmetric=False)
     defaults = {
         "weights": weights or DEFAULT_WEIGHTS,
-        "activations": activations or DEFAULT_ACTIVATIONS,
+        "activations": activations or default_a,
     }
     plan = QuantPlan(target)
     result = PassResult()
@@ -65,6 +71,13 @@ def observe(
         w, a = opts["weights"], opts["activations"]
         if a.dtype is QDType.FLOAT:
             continue
+        if a.dtype.bits == 8 and a.dtype.value not in capability.activation_types:
+            raise PassError(
+                f"the {target} target has integer kernels for "
+                f"{' and '.join(capability.activation_types)} activations only, and node "
+                f"{node.describe()} is planned with {a.dtype.value}: declare the activation "
+                "scheme as int8 (scheme a8 = int8 asymmetric per_tensor)"
+            )
         plan.weights[node] = w
         plan.activations[node] = a
         for i, role in cap.inputs:

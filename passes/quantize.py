@@ -214,10 +214,11 @@ class _Quantizer:
             for node, k in self.kind.items():
                 if k is not Kind.SHARED:
                     continue
-                x = node.input(0)
-                up = (
-                    x.producer is not None
+                up = any(
+                    x is not None
+                    and x.producer is not None
                     and self.kind.get(x.producer, Kind.FLOAT) is not Kind.FLOAT
+                    for x in self._activation_inputs(node)
                 )
                 down = any(
                     self.kind.get(u.node, Kind.FLOAT) is not Kind.FLOAT
@@ -227,6 +228,9 @@ class _Quantizer:
                 if not (up or down):
                     self.kind[node] = Kind.FLOAT
                     changed = True
+
+    def _activation_inputs(self, node: Node) -> list[Value | None]:
+        return [node.input(i) for i, role in self.caps[node].inputs if role is Role.ACTIVATION]
 
     def quantized(self, node: Node | None) -> bool:
         return node is not None and self.kind.get(node, Kind.FLOAT) is not Kind.FLOAT
@@ -268,11 +272,11 @@ class _Quantizer:
             return v
 
         for node, k in self.kind.items():
-            if k is Kind.SHARED:
-                x = node.input(0)
-                for o in node.outputs:
-                    if o in parent and x in parent:
-                        parent[find(o)] = find(x)
+            if k is Kind.SHARED:  # one scale for the output and every activation input
+                for x in self._activation_inputs(node):
+                    for o in node.outputs:
+                        if o in parent and x in parent:
+                            parent[find(o)] = find(x)
         groups: dict[Value, list[Value]] = collections.defaultdict(list)
         for v in tensors:
             groups[find(v)].append(v)
@@ -306,9 +310,25 @@ class _Quantizer:
             qp = compute_qparams(lo, hi, scheme.dtype, symmetric=symmetric)
             if np.isfinite(clamp_hi):
                 qp = _fit_below(qp, clamp_hi)
+            fixed = self.fixed_output(members)
+            if fixed is not None and qp.dtype is QDType.INT8:
+                qp = QParams(
+                    QDType.INT8,
+                    np.asarray(fixed[0], np.float32),
+                    np.asarray(fixed[1], np.int8),
+                )
             for v in members:
                 out[v] = qp
         return out
+
+    def fixed_output(self, members: list[Value]) -> tuple[float, int] | None:
+        """The (scale, zero point) the target fixes for one of ``members`` (TFLite's LOGISTIC,
+        SOFTMAX and TANH outputs), or None."""
+        for v in members:
+            p = v.producer
+            if p is not None and self.quantized(p) and p.op_type in self.cap.fixed_outputs:
+                return self.cap.fixed_outputs[p.op_type]
+        return None
 
     def range_of(self, v: Value) -> tuple[float, float] | None:
         if v.const is not None:
@@ -472,8 +492,9 @@ class _Quantizer:
         if v.const is not None and not v.is_graph_input:
             # a constant operand (Add's bias, Mul's scale): quantize it now, behind a DQ. On
             # x86 onnxruntime computes int8 activations in the uint8 domain and fuses only
-            # uint8 constant operands, which have their own parameters anyway.
-            if qp.dtype is QDType.INT8:
+            # uint8 constant operands, which have their own parameters anyway (TFLite: int8,
+            # or, when an op shares parameters, the shared ones).
+            if qp.dtype is QDType.INT8 and self.cap.uint8_constants:
                 c = v.const.astype(np.float64)
                 qp = compute_qparams(c.min(), c.max(), QDType.UINT8, symmetric=False)
             v.quant = qp

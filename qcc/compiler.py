@@ -18,6 +18,7 @@ from typing import Any
 from qcc import __version__
 from qcc.errors import QccError
 from qcc.frontend import convert_opset, read_model, save_model
+from qcc.frontend.writer import save_bytes
 from qcc.pipeline import (
     DataUse,
     PassInvocation,
@@ -27,6 +28,9 @@ from qcc.pipeline import (
     get_pass,
     parse_pass_list,
 )
+
+DEFAULT_TFLITE_RECIPE = "int8-tflite"  # what `-o x.tflite` runs when no recipe is given
+TFLITE_MIN_OPSET = 14
 
 
 @dataclasses.dataclass
@@ -96,27 +100,34 @@ def compile_model(
     model_path, output = Path(model_path), Path(output)
     if recipe is not None and passes is not None:
         raise QccError("give either a recipe (-r) or a pass list (--passes), not both")
+    suffix = output.suffix.lower()
+    if suffix not in (".onnx", ".tflite"):
+        raise QccError(
+            f"cannot write {output.suffix or 'files without a suffix'}: qcc writes .onnx and "
+            ".tflite models",
+            path=output,
+        )
+    backend = "tflite" if suffix == ".tflite" else "onnx"
+    if backend == "tflite" and recipe is None and passes is None:
+        recipe = DEFAULT_TFLITE_RECIPE
     if defines and recipe is None:
         raise QccError("-D sets recipe variables; it needs a recipe (-r)")
     resolved = load_recipe(recipe, defines=defines) if recipe is not None else None
     if resolved is not None:
         pipeline = resolved.pipeline
         target = resolved.target
-        if target.backend != "onnx":
+        if backend == "tflite" and target.declared and target.backend != "tflite":
             raise QccError(
-                f"the {target.backend} target is not available in this version of qcc; "
-                "use target onnx",
+                f"the recipe targets {target.backend}, and {output.name} is a .tflite: use a "
+                f"recipe with `target tflite` (the built-in {DEFAULT_TFLITE_RECIPE}) or write "
+                ".onnx",
                 path=recipe,
             )
+        if backend == "onnx" and target.backend == "tflite":
+            backend = "qdq-for-tflite"  # the QDQ model the TFLite backend would lower
     else:
         pipeline = parse_pass_list(passes) if passes else []
         target = None
-    if output.suffix.lower() != ".onnx":
-        raise QccError(
-            f"cannot write {output.suffix or 'files without a suffix'}: this version of qcc "
-            "writes .onnx models only",
-            path=output,
-        )
     if str(output.parent) and not output.parent.is_dir():
         raise QccError(f"output directory {str(output.parent)!r} does not exist", path=output)
 
@@ -124,11 +135,14 @@ def compile_model(
     model.verify()
     if resolved is not None:
         check_selectors(resolved, model)
+    min_opset = target.min_opset if target is not None else None
+    if backend != "onnx":  # per-channel DequantizeLinear needs 13, HardSwish 14
+        min_opset = max(min_opset or 0, TFLITE_MIN_OPSET)
     if target is not None and target.opset is not None:
         model = convert_opset(model, target.opset)
-    elif target is not None and target.min_opset is not None and model.opset < target.min_opset:
-        model = convert_opset(model, target.min_opset)
-    session = Session(progress=progress)
+    elif min_opset is not None and model.opset < min_opset:
+        model = convert_opset(model, min_opset)
+    session = Session(progress=progress, backend="tflite" if backend != "onnx" else "onnx")
     config = resolved.calibration if resolved is not None else None
     uses = {get_pass(inv.name).data_use(inv.options) for inv in pipeline}
     given = calib is not None or (
@@ -146,8 +160,13 @@ def compile_model(
     if resolved is not None:
         model.metadata_props["qcc.recipe"] = resolved.name or Path(resolved.path).stem
     model.metadata_props["qcc.pipeline"] = ",".join(inv.spelled() for inv in pipeline)
-    verify_report = _verify(model, session) if verify else None
-    files = save_model(model, output, external_data=external_data)
+    if backend == "tflite":
+        data = _to_tflite(model, target, model_path)
+        verify_report = _verify_tflite(data, model, session) if verify else None
+        files = [save_bytes(output, data)]
+    else:
+        verify_report = _verify(model, session) if verify else None
+        files = save_model(model, output, external_data=external_data)
     return CompileReport(
         input=model_path,
         output=output,
@@ -160,6 +179,31 @@ def compile_model(
         files=files,
         verify=verify_report,
     )
+
+
+def _to_tflite(model, target, model_path: Path) -> bytes:
+    """Lower the quantized model to a .tflite flatbuffer (nothing is written here)."""
+    from qcc.backend.tflite import convert
+    from qcc.frontend.lower import lower_model
+
+    proto = lower_model(model)
+    io = target.io if target is not None else "float32"
+    layout = target.layout if target is not None else "nhwc"
+    keep = [v.name for v in (*model.graph.inputs, *model.graph.outputs)] if layout == "nchw" else []
+    return convert(
+        proto,
+        io="int8" if io == "int8" else "float32",
+        keep_nchw=keep,
+        metadata=dict(model.metadata_props),
+        source=model_path.name,
+    )
+
+
+def _verify_tflite(data: bytes, model, session):
+    """Verify the .tflite against LiteRT (default resolver) before it is written."""
+    from qcc.verify import verify_tflite
+
+    return verify_tflite(data, model, session)
 
 
 def _verify(model, session):

@@ -87,6 +87,7 @@ class Session:
 
     calibration: Any = None
     calibration_batch: int = 1
+    backend: str = "onnx"  # what the compile writes: onnx | tflite (passes may adapt to it)
     pipeline: list[str] = dataclasses.field(default_factory=list)  # pass names, in order
     progress: Callable[[int, str], Callable[[int], None]] | None = None
     state: dict[str, Any] = dataclasses.field(default_factory=dict)

@@ -239,8 +239,12 @@ def test_failing_pass_is_named_with_passes_before_and_no_traceback(cli, model_fi
 
 
 def test_output_suffix_and_directory_are_checked(cli, model_file, tmp_path):
+    code, _, stderr = cli("compile", model_file, "-o", tmp_path / "x.txt")
+    assert code == 2 and "cannot write .txt: qcc writes .onnx and .tflite models" in stderr
+    # a .tflite output runs the default TFLite recipe, which calibrates
     code, _, stderr = cli("compile", model_file, "-o", tmp_path / "x.tflite")
-    assert code == 2 and "writes .onnx models only" in stderr
+    assert code == 2 and "a pass reads calibration data but no calibration data is given" in stderr
+    assert not (tmp_path / "x.tflite").exists()
     code, _, stderr = cli("compile", model_file, "-o", tmp_path / "nodir" / "x.onnx")
     assert code == 2 and "output directory" in stderr and "does not exist" in stderr
 

@@ -159,6 +159,16 @@ def _copy(proto: onnx.ModelProto) -> onnx.ModelProto:
     return c
 
 
+def save_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` (a .tflite flatbuffer ...) to ``path`` atomically."""
+    dest = _destination(path)
+    with _staging(dest) as stage:
+        tmp = stage.dir / "out.bin"
+        tmp.write_bytes(data)
+        os.replace(tmp, dest)
+    return dest
+
+
 def save_npz(path: str | os.PathLike[str], arrays: dict[str, np.ndarray]) -> Path:
     """Write ``arrays`` to an .npz at ``path`` atomically (a temporary file, then a rename)."""
     dest = _destination(path)

@@ -23,12 +23,22 @@ domain and fuses only uint8 constant operands. int8 activations need int8 weight
 activations take int8 weights; per-channel weight
 zero points must all be equal (they are 0 here); int8 graph inputs and outputs are not fused
 on x86 unless the session allows it, so graph inputs and outputs stay float.
+
+The ``tflite`` table is TFLite's quantization spec (ARITHMETIC.md, "TFLite / LiteRT"): int8
+activations only; CONV_2D / DEPTHWISE_CONV_2D / TRANSPOSE_CONV / FULLY_CONNECTED / BATCH_MATMUL
+are ``linear`` (Relu and ReLU6 become their fused activation); ADD, SUB, MUL, MEAN,
+HARD_SWISH, LEAKY_RELU, LOGISTIC, TANH and SOFTMAX are ``integer``, the last three with fixed
+output parameters; CONCATENATION, the pools, PAD, RESIZE, RESHAPE, TRANSPOSE, SLICE, SPLIT and
+GATHER are ``shared`` (every input and the output have one scale and zero point). Constant
+operands are int8. What TFLite has no integer kernel for (HardSigmoid, Div, Pow, ...) stays
+float: the backend writes DEQUANTIZE -> float op -> QUANTIZE.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Callable, Mapping
 
 from qcc.ir import Node, constant_value
 
@@ -127,4 +137,75 @@ def ort_x86(node: Node) -> OpCapability:
     return dataclasses.replace(_FLOAT, reason=f"onnxruntime has no integer {op}")
 
 
-TARGETS = {"ort-x86": ort_x86}
+_TFLITE_SHARED = _SHARED_OPS | {"AveragePool", "Pad", "Resize"}
+_TFLITE_UNARY = {"GlobalAveragePool", "Sigmoid", "Softmax", "Tanh", "HardSwish", "LeakyRelu"}
+
+
+def tflite(node: Node) -> OpCapability:
+    """What TFLite's int8 kernels can do with ``node`` (its quantization spec)."""
+    op = node.op_type
+    if node.domain:
+        return dataclasses.replace(_FLOAT, reason=f"custom domain {node.domain}")
+    if op in ("Conv", "ConvTranspose"):
+        if constant_value(node.input(1)) is None:
+            return dataclasses.replace(_FLOAT, reason="weights are not constant")
+        if op == "Conv" and len(node.input(1).shape or ()) != 4:
+            return dataclasses.replace(_FLOAT, reason="TFLite converts 2-D convolutions only")
+        ins = [(0, Role.ACTIVATION), (1, Role.WEIGHT)]
+        if node.input(2) is not None:
+            if constant_value(node.input(2)) is None:
+                return dataclasses.replace(_FLOAT, reason="bias is not constant")
+            ins.append((2, Role.BIAS))
+        return OpCapability(Kind.LINEAR, tuple(ins), weight_axis=0 if op == "Conv" else 1)
+    if op in ("MatMul", "Gemm"):
+        return ort_x86(node)  # FULLY_CONNECTED (constant B) or BATCH_MATMUL, same roles
+    if op in ("Add", "Sub", "Mul"):
+        return OpCapability(Kind.INTEGER, ((0, Role.ACTIVATION), (1, Role.ACTIVATION)))
+    if op == "ReduceMean":
+        return _UNARY
+    if op in _TFLITE_UNARY:
+        return _UNARY
+    if op == "Concat":
+        return OpCapability(
+            Kind.SHARED, tuple((i, Role.ACTIVATION) for i in range(len(node.inputs)))
+        )
+    if op in _TFLITE_SHARED:
+        return _SHARED
+    if op in ("Relu", "Clip"):
+        return OpCapability(Kind.ABSORBED, ((0, Role.ACTIVATION),))
+    return dataclasses.replace(_FLOAT, reason=f"TFLite has no integer {op}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """A runtime's capability table plus the rules that are not per op.
+
+    ``uint8_constants``: constant operands of integer ops are quantized as uint8 whatever the
+    activation type (x86 onnxruntime fuses only those). ``fixed_outputs``: op -> (scale, zero
+    point) its int8 output must have. ``activation_types``: the 8-bit activation types the
+    runtime has integer kernels for.
+    """
+
+    name: str
+    capability: Callable[[Node], OpCapability]
+    uint8_constants: bool = False
+    fixed_outputs: Mapping[str, tuple[float, int]] = dataclasses.field(default_factory=dict)
+    activation_types: tuple[str, ...] = ("int8", "uint8")
+
+    def __call__(self, node: Node) -> OpCapability:
+        return self.capability(node)
+
+
+TARGETS: dict[str, Target] = {
+    "ort-x86": Target("ort-x86", ort_x86, uint8_constants=True),
+    "tflite": Target(
+        "tflite",
+        tflite,
+        fixed_outputs={
+            "Sigmoid": (1 / 256, -128),
+            "Softmax": (1 / 256, -128),
+            "Tanh": (1 / 128, 0),
+        },
+        activation_types=("int8",),
+    ),
+}

@@ -61,7 +61,11 @@ TARGET_SETTINGS = {
         "min_opset": "convert models below this ai.onnx opset up to it (per-channel weights "
         "need 13); models at or above it are left alone",
     },
-    "tflite": {"io": "float32 (default) or int8 graph inputs and outputs"},
+    "tflite": {
+        "io": "float32 (default) or int8 graph inputs and outputs",
+        "layout": "nhwc (default): rank-4 graph inputs and outputs become NHWC, as TFLite "
+        "models are; nchw: they keep the ONNX model's NCHW (one TRANSPOSE at each)",
+    },
 }
 
 
@@ -97,6 +101,8 @@ class TargetConfig:
     opset: int | None = None  # onnx: convert the model to this opset first
     min_opset: int | None = None  # onnx: convert models below this opset up to it
     io: str = "float32"  # tflite: float32 | int8 graph inputs and outputs
+    layout: str = "nhwc"  # tflite: nhwc | nchw rank-4 graph inputs and outputs
+    declared: bool = False  # the recipe has a target block (else these are the defaults)
 
 
 @dataclasses.dataclass
@@ -153,7 +159,7 @@ class Recipe:
                 parts = [f"{f.name}={_show(getattr(p, f.name))}" for f in dataclasses.fields(p)]
                 lines.append("  preprocess: " + " ".join(parts))
         t = self.target
-        extra = f"format={t.format}" if t.backend == "onnx" else f"io={t.io}"
+        extra = f"format={t.format}" if t.backend == "onnx" else f"io={t.io} layout={t.layout}"
         if t.opset is not None:
             extra += f" opset={t.opset}"
         if t.min_opset is not None:
@@ -1075,7 +1081,7 @@ class _Resolution:
                 _did_you_mean(t.backend, list(backends)) or "targets: onnx, tflite",
             )
             return TargetConfig()
-        fields: dict[str, Any] = {"backend": t.backend}
+        fields: dict[str, Any] = {"backend": t.backend, "declared": True}
         if t.block is not None:
             for s in self._settings(t.block, backends[t.backend], f"target {t.backend}", "E700"):
                 v = self.subst(s.value) if not isinstance(s.value, A.Block) else s.value
@@ -1084,6 +1090,8 @@ class _Resolution:
                     self.err("E700", "format is qdq or qoperator", v.span)
                 elif s.key == "io" and raw not in ("float32", "int8"):
                     self.err("E700", "io is float32 or int8", v.span)
+                elif s.key == "layout" and raw not in ("nhwc", "nchw"):
+                    self.err("E700", "layout is nhwc or nchw", v.span)
                 elif s.key in ("opset", "min_opset"):
                     from qcc.frontend import MAX_OPSET, MIN_OPSET
 

@@ -1,0 +1,1 @@
+"""Tests of the TFLite backend: lowering, flatbuffer writing, LiteRT numerics."""

@@ -100,9 +100,15 @@ def test_bad_define_and_conflicting_options(cli, tmp_path):
         "compile", DIGITS, "-r", r, "--passes", "fold-constants", "-o", tmp_path / "o.onnx"
     )
     assert code == 2 and "not both" in stderr
-    t = write(tmp_path, "t.q", "pipeline { fold-constants }\ntarget tflite\n")
-    code, _, stderr = cli("compile", DIGITS, "-r", t, "-o", tmp_path / "o.onnx")
-    assert code == 2 and "the tflite target is not available in this version" in stderr
+    t = write(tmp_path, "t.q", "pipeline { fold-constants }\ntarget onnx\n")
+    code, _, stderr = cli("compile", DIGITS, "-r", t, "-o", tmp_path / "o.tflite")
+    assert code == 2
+    assert (
+        "the recipe targets onnx, and o.tflite is a .tflite: use a recipe with `target " in stderr
+    )
+    assert not (tmp_path / "o.tflite").exists()
+    code, _, stderr = cli("compile", DIGITS, "-r", t, "-o", tmp_path / "o.pb")
+    assert code == 2 and "cannot write .pb: qcc writes .onnx and .tflite models" in stderr
 
 
 def test_unknown_builtin_recipe(cli, tmp_path):
