@@ -284,7 +284,9 @@ class _Quantizer:
         for members in groups.values():
             lo, hi = np.inf, -np.inf
             scheme = None
-            clamp_lo, clamp_hi = -np.inf, np.inf
+            # the clamps of the group's sources (a shared op's output has its input's): one
+            # Relu'd input of a Concat must not clip the others
+            source_lo, source_hi = [], []
             for v in members:
                 r = self.range_of(v)
                 if r is not None:
@@ -295,12 +297,19 @@ class _Quantizer:
                 ):
                     scheme = s or scheme
                 p = v.producer
+                if p is not None and self.kind.get(p) is Kind.SHARED:
+                    continue
+                c_lo, c_hi = -np.inf, np.inf
                 if p is not None and self.kind.get(p) is Kind.ABSORBED:
-                    clamp_lo = max(clamp_lo, 0.0)
+                    c_lo = 0.0
                     if p.op_type == "Clip" and p.input(2) is not None:
-                        clamp_hi = min(clamp_hi, float(constant_value(p.input(2))))
+                        c_hi = float(constant_value(p.input(2)))
                 if p is not None and p.op_type in ("Softmax", "Sigmoid") and self.quantized(p):
-                    clamp_lo = max(clamp_lo, 0.0)
+                    c_lo = 0.0
+                source_lo.append(c_lo)
+                source_hi.append(c_hi)
+            clamp_lo = min(source_lo, default=-np.inf)
+            clamp_hi = max(source_hi, default=np.inf)
             if not np.isfinite(lo):
                 lo, hi = 0.0, 0.0
             lo, hi = max(lo, clamp_lo), min(hi, clamp_hi)
