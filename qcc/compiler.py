@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from qcc import __version__
 from qcc.errors import QccError
 from qcc.frontend import convert_opset, read_model, save_model
@@ -161,7 +163,7 @@ def compile_model(
         model.metadata_props["qcc.recipe"] = resolved.name or Path(resolved.path).stem
     model.metadata_props["qcc.pipeline"] = ",".join(inv.spelled() for inv in pipeline)
     if backend == "tflite":
-        data = _to_tflite(model, target, model_path)
+        data = _to_tflite(model, target, model_path, session)
         verify_report = _verify_tflite(data, model, session) if verify else None
         files = [save_bytes(output, data)]
     else:
@@ -181,8 +183,12 @@ def compile_model(
     )
 
 
-def _to_tflite(model, target, model_path: Path) -> bytes:
-    """Lower the quantized model to a .tflite flatbuffer (nothing is written here)."""
+def _to_tflite(model, target, model_path: Path, session) -> bytes:
+    """Lower the quantized model to a .tflite flatbuffer (nothing is written here).
+
+    TFLite needs static shapes: symbolic input dimensions take the calibration data's (the
+    shapes the model was calibrated at), or 1 for a batch dimension when there is no data.
+    """
     from qcc.backend.tflite import convert
     from qcc.frontend.lower import lower_model
 
@@ -190,8 +196,13 @@ def _to_tflite(model, target, model_path: Path) -> bytes:
     io = target.io if target is not None else "float32"
     layout = target.layout if target is not None else "nhwc"
     keep = [v.name for v in (*model.graph.inputs, *model.graph.outputs)] if layout == "nchw" else []
+    shapes = None
+    if session.calibration is not None and session.calibration.count:
+        sample = session.calibration.get(0)
+        shapes = {name: tuple(np.shape(a)) for name, a in sample.items()}
     return convert(
         proto,
+        input_shapes=shapes,
         io="int8" if io == "int8" else "float32",
         keep_nchw=keep,
         metadata=dict(model.metadata_props),

@@ -33,6 +33,9 @@ scheme a8 = int8 asymmetric per_tensor observer $observer
 
 pipeline {
   use cleanup
+  # HardSigmoid (squeeze-and-excitation gates) as Mul, Add and a Clip: integer MUL and ADD
+  # instead of a float island (TFLite has no HARD_SIGMOID).
+  decompose-hardsigmoid
   # Conv/Gemm/MatMul + Relu or ReLU6: TFLite's fused activation.
   fuse-activations
   observe weights = w8, activations = a8
