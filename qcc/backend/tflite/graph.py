@@ -254,6 +254,10 @@ def load(
     m = onnx.ModelProto()
     m.CopyFrom(model)
     _fix_inputs(m, source, input_shapes or {})
+    # Declared output shapes may be stale or hold -1 (paddle2onnx); inference recomputes them.
+    for vi in m.graph.output:
+        vi.type.tensor_type.ClearField("shape")
+    del m.graph.value_info[:]
     m = _infer(m, source)
     m = _fold(m, source)
     m = _infer(m, source)

@@ -54,6 +54,29 @@ _SHARED = {
     "DepthToSpace",
     "SpaceToDepth",
 }
+# Ops with an int8 TFLite kernel; DQ -> any other op -> Q runs in float (DEQUANTIZE, QUANTIZE).
+_INT8_OPS = _SHARED | {
+    "Conv",
+    "ConvTranspose",
+    "Gemm",
+    "MatMul",
+    "Add",
+    "Sub",
+    "Mul",
+    "Concat",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "ReduceMean",
+    "ReduceMax",
+    "Sigmoid",
+    "Tanh",
+    "Softmax",
+    "HardSwish",
+    "LeakyRelu",
+    "Relu",
+    "Clip",
+    "PRelu",
+}
 # Ops that take a fused activation (a Relu or Clip(0, 6) right after them).
 _FUSABLE = {"Conv", "Gemm", "MatMul", "Add", "Sub", "Mul"}
 # Inputs that are parameters (constants read at compile time), not quantized data.
@@ -395,6 +418,16 @@ class Lowering:
             del default
         return lo, hi
 
+    def _int_operands(self, node: onnx.NodeProto, data: list[tuple[int, str]]) -> bool:
+        """Whether the constant operands fit the int8 kernel (else the op runs in float)."""
+        if node.op_type in ("Add", "Sub", "Mul", "Concat", "PRelu"):
+            return all(
+                self.dq[n].quant.per_tensor and self.dq[n].const.dtype == np.int8
+                for _, n in data
+                if self.dq[n].const is not None
+            )
+        return True
+
     def _unit(self, node: onnx.NodeProto) -> Unit:
         g = self.g
         params = _PARAM_INPUTS.get(node.op_type, set())
@@ -402,7 +435,13 @@ class Lowering:
         fused, fnode = self._fusion(node)
         kinds = [self._kind(n) for _, n in data]
         outs = [o for o in node.output]
-        is_int = bool(data) and all(k in ("qact", "qconst") for k in kinds) and "qact" in kinds
+        is_int = (
+            node.op_type in _INT8_OPS
+            and bool(data)
+            and all(k in ("qact", "qconst") for k in kinds)
+            and "qact" in kinds
+            and self._int_operands(node, data)
+        )
         qs: list[onnx.NodeProto | None] = []
         if is_int:
             for k, o in enumerate(outs):

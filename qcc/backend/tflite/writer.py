@@ -233,7 +233,7 @@ class TFLiteModel:
             b.StartVector(1, len(data), 16)
             b.head -= len(data)
             b.Bytes[b.head : b.head + len(data)] = data
-            vec = b.EndVector(len(data))
+            vec = b.EndVector()
         B.BufferStart(b)
         if vec is not None:
             B.BufferAddData(b, vec)
@@ -311,7 +311,7 @@ def _offsets(b: flatbuffers.Builder, start: Any, items: Sequence[int]) -> int:
     start(b, len(items))
     for off in reversed(items):
         b.PrependUOffsetTRelative(off)
-    return b.EndVector(len(items))
+    return b.EndVector()
 
 
 def _options(b: flatbuffers.Builder, table: str, fields: Mapping[str, Any]) -> int:
