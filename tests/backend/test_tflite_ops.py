@@ -12,9 +12,8 @@ states its bound; most are 1 LSB.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import zlib
+from collections.abc import Callable
 
 import numpy as np
 import pytest
