@@ -1,1 +1,1 @@
-"""Tests of the TFLite backend: lowering, flatbuffer writing, LiteRT numerics."""
+"""Tests of the TFLite backend (qcc.backend.tflite)."""
