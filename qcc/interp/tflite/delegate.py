@@ -95,4 +95,15 @@ def xnnpack_takes(model: TFLiteModel, op: Operator) -> bool:
         if a is None or b is None or a.quant is None or b.quant is None:
             return False
         return _ratio_ok(np.float32(a.q.s) * np.float32(b.q.s), y.q.s, 2.0**-16, 2.0**8)
+    if name == "LEAKY_RELU":
+        pos = np.float32(x.q.s) / np.float32(y.q.s)
+        neg = pos * np.float32(op.options.get("alpha", 0.2))
+        return 2.0**-8 <= pos <= 2.0**7 and 2.0**-8 <= abs(neg) <= 2.0**7
+    if name in ("MAX_POOL_2D", "AVERAGE_POOL_2D"):
+        o = op.options
+        # XNNPACK pools need stride <= filter on each axis (measured)
+        if o.get("stride_h", 1) > o.get("filter_height", 1):
+            return False
+        if o.get("stride_w", 1) > o.get("filter_width", 1):
+            return False
     return True

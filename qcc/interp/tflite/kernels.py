@@ -12,6 +12,8 @@ operands centred in float32 (small integers), partial sums kept below 2**24.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from qcc.interp.kernels.quant import conv_accumulate
@@ -19,12 +21,15 @@ from qcc.interp.registry import InterpError
 from qcc.interp.tflite.arith import (
     F32,
     I64,
+    QRANGE,
     act_range_tflite,
     act_range_xnnpack,
+    libm,
     mbqm,
     mbqm_ruy,
     quantize_multiplier,
     quantize_multipliers,
+    rdbpot,
     round_half_away,
     wrap32,
 )
@@ -356,3 +361,537 @@ def mul(c: Call, a, b):
     real = np.float64(qa.s) * np.float64(qb.s) / np.float64(qy.s)
     m, s = quantize_multiplier(float(real))
     return _finish(c, mbqm(p, m, s) + qy.zp)
+
+
+# --------------------------------------------------------------------------- lookup tables
+
+
+def _lut(c: Call, key: str, fn) -> np.ndarray:
+    """A 256-entry int8 table indexed by ``x + 128``; ``fn(dequantized float32 array)``."""
+    if key not in c.cache:
+        qx = c.ins[0].q
+        xs = np.arange(-128, 128, dtype=I64)
+        deq = (F32(qx.s) * (xs - qx.zp).astype(F32)).astype(F32)
+        c.cache[key] = np.asarray(fn(deq, xs), I64)
+    return c.cache[key]
+
+
+def _apply_lut(x: np.ndarray, table: np.ndarray, dtype) -> np.ndarray:
+    return table[x.astype(I64) + 128].astype(dtype)
+
+
+@tkernel("LOGISTIC", exact=exact_if_integer)
+def logistic(c: Call, x):
+    if x.dtype.kind == "f":
+        with np.errstate(over="ignore"):
+            return (F32(1) / (F32(1) + libm("expf", -x))).astype(F32)
+    qy = c.out.q
+    lo, hi = QRANGE[c.out.dtype]
+
+    def f(v, _xs):
+        with np.errstate(over="ignore"):
+            e = libm("expf", -v)
+            sig = (F32(1) / (F32(1) + e)).astype(F32)
+        r = sig.astype(np.float64) / np.float64(F32(qy.s))
+        q = np.rint(r) if c.arith == "xnnpack" else round_half_away(r)
+        return np.clip(q + qy.zp, lo, hi)
+
+    return _apply_lut(x, _lut(c, "lut", f), c.out.dtype)
+
+
+@tkernel("TANH", exact=exact_if_integer)
+def tanh(c: Call, x):
+    if x.dtype.kind == "f":
+        return libm("tanhf", x)
+    qy = c.out.q
+    lo, hi = QRANGE[c.out.dtype]
+
+    def f(v, _xs):
+        t = libm("tanhf", v)
+        inv = F32(1) / F32(qy.s)
+        r = (t * inv).astype(F32).astype(np.float64)
+        q = np.rint(r) if c.arith == "xnnpack" else round_half_away(r)
+        return np.clip(q + qy.zp, lo, hi)
+
+    return _apply_lut(x, _lut(c, "lut", f), c.out.dtype)
+
+
+# --------------------------------------------------------------------------- activations
+
+
+@tkernel("RELU", "RELU6", "RELU_N1_TO_1", "RELU_0_TO_1", exact=exact_if_integer)
+def relu(c: Call, x):
+    lo_f, hi_f = {
+        "RELU": (0.0, math.inf),
+        "RELU6": (0.0, 6.0),
+        "RELU_N1_TO_1": (-1.0, 1.0),
+        "RELU_0_TO_1": (0.0, 1.0),
+    }[c.op.op]
+    if x.dtype.kind == "f":
+        return np.minimum(np.maximum(x, F32(lo_f)), F32(hi_f)).astype(F32)
+    qx, qy = c.ins[0].q, c.out.q
+    qlo, qhi = QRANGE[c.out.dtype]
+    amin = max(qlo, qy.zp + int(round_half_away(np.float64(F32(F32(lo_f) / F32(qy.s))))))
+    amax = (
+        qhi
+        if math.isinf(hi_f)
+        else min(qhi, qy.zp + int(round_half_away(np.float64(F32(F32(hi_f) / F32(qy.s))))))
+    )
+    if c.arith == "xnnpack":  # clamp: same parameters in and out
+        return np.clip(x.astype(I64), amin, amax).astype(c.out.dtype)
+    m, s = quantize_multiplier(float(np.float64(qx.s) / np.float64(qy.s)))
+    v = qy.zp + mbqm(x.astype(I64) - qx.zp, m, s)
+    return np.clip(v, amin, amax).astype(c.out.dtype)
+
+
+@tkernel("LEAKY_RELU", exact=exact_if_integer)
+def leaky_relu(c: Call, x):
+    alpha = F32(c.opts.get("alpha", 0.2))
+    if x.dtype.kind == "f":
+        return np.where(x >= 0, x, x * alpha).astype(F32)
+    qx, qy = c.ins[0].q, c.out.q
+    lo, hi = QRANGE[c.out.dtype]
+    xi = x.astype(I64)
+    if c.arith == "xnnpack":
+        pos = F32(F32(qx.s) / F32(qy.s))
+        neg = F32(pos * alpha)
+        pm = int(np.rint(np.float64(F32(F32(-256.0) * pos))))
+        nm = int(np.rint(np.float64(F32(F32(-256.0) * neg))))
+        bias = (qy.zp << 8) + 0x80
+        acc = qx.zp - xi
+        acc = bias + acc * np.where(acc >= 0, nm, pm)
+        return np.clip(acc >> 8, lo, hi).astype(c.out.dtype)
+    ma, sa = quantize_multiplier(float(F32(F32(F32(qx.s) * alpha) / F32(qy.s))))
+    mi, si = quantize_multiplier(float(F32(F32(qx.s) / F32(qy.s))))
+    v = xi - qx.zp
+    out = qy.zp + np.where(v >= 0, mbqm(v, mi, si), mbqm(v, ma, sa))
+    return np.clip(out, lo, hi).astype(c.out.dtype)
+
+
+def _srdhm16(a: np.ndarray, b: np.ndarray | int) -> np.ndarray:
+    a = np.asarray(a, I64)
+    b = np.asarray(b, I64)
+    ab = a * b
+    nudge = np.where(ab >= 0, 1 << 14, 1 - (1 << 14))
+    t = ab + nudge
+    q = np.abs(t) >> 15
+    r = np.where(t < 0, -q, q)
+    return np.where((a == -32768) & (b == -32768), 32767, r)
+
+
+def _sdhm16(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    ab = np.asarray(a, I64) * np.asarray(b, I64)
+    q = np.abs(ab) >> 15
+    r = np.where(ab < 0, -q, q)
+    return np.where((a == -32768) & (b == -32768), 32767, r)
+
+
+def _sat16(v: np.ndarray) -> np.ndarray:
+    return np.clip(v, -32768, 32767)
+
+
+def _down16(m: int) -> int:
+    if m >= 2**31 - 1 - (1 << 15):
+        return 32767
+    return (m + (1 << 15)) >> 16
+
+
+@tkernel("HARD_SWISH", exact=exact_if_integer)
+def hard_swish(c: Call, x):
+    if x.dtype.kind == "f":
+        r = np.minimum(np.maximum(x + F32(3), F32(0)), F32(6))
+        return (x * r / F32(6)).astype(F32)
+    qx, qy = c.ins[0].q, c.out.q
+    hires = F32(F32(1.0 / 128.0) * F32(qx.s))
+    om, oe = quantize_multiplier(float(F32(hires / F32(qy.s))))
+    rm, re_ = quantize_multiplier(float(F32(hires / F32(3.0 / 32768.0))))
+    om16, rm16 = _down16(om), _down16(rm)
+    v = x.astype(I64) - qx.zp
+    hi_in = _sat16(v * 128)
+    pre_out = _srdhm16(hi_in, om16)
+    rel = hi_in
+    if re_ > 0:
+        rel = _sat16(rel * (1 << (re_ - 1)))
+    rel = _srdhm16(rel, rm16)
+    if re_ > 0:
+        rel = _sat16(rel * 2)
+    if re_ < 0:
+        rel = rdbpot(rel, -re_)
+    rel = (rel + (1 << 15)) >> 1
+    pre = _sdhm16(rel, pre_out)
+    out = rdbpot(pre, -oe) + qy.zp
+    lo, hi = QRANGE[c.out.dtype]
+    return np.clip(out, lo, hi).astype(c.out.dtype)
+
+
+# --------------------------------------------------------------------------- softmax
+
+
+# BUILTIN_REF runs this float-table kernel for int8 too (measured: the gemmlowp fixed-point
+# reference softmax differs by up to 6 LSB from what ai-edge-litert 2.3.0 computes)
+@tkernel("SOFTMAX", exact=exact_if_integer)
+def softmax(c: Call, x):
+    beta = F32(c.opts.get("beta", 1.0))
+    if x.dtype.kind == "f":
+        z = (x - x.max(axis=-1, keepdims=True)) * beta
+        e = libm("expf", z.astype(F32))
+        return (e / e.sum(axis=-1, keepdims=True, dtype=F32)).astype(F32)
+    qx, qy = c.ins[0].q, c.out.q
+    if "table" not in c.cache:
+        scale = F32(-F32(qx.s) * beta)
+        vals = np.arange(256, dtype=np.float32)
+        tab = np.empty(256, F32)
+        tab[255 - np.arange(256)] = libm("expf", (scale * vals).astype(F32))
+        c.cache["table"] = tab
+    tab = c.cache["table"]
+    d = x.shape[-1]
+    x2 = x.reshape(-1, d).astype(I64)
+    mx = x2.max(axis=1, keepdims=True)
+    vals = tab[255 - mx + x2]
+    s = np.zeros((x2.shape[0],), F32)
+    for j in range(d):  # sequential float32 sum, as the C loop adds
+        s = (s + vals[:, j]).astype(F32)
+    inv = (F32(1) / (s * F32(qy.s)).astype(F32)).astype(F32)
+    p = (vals * inv[:, None]).astype(F32)
+    q = round_half_away(p.astype(np.float64)).astype(I64) + qy.zp
+    lo, hi = QRANGE[c.out.dtype]
+    return np.clip(q, lo, hi).astype(c.out.dtype).reshape(x.shape)
+
+
+# --------------------------------------------------------------------------- quantize
+
+
+@tkernel("QUANTIZE", exact=True)
+def quantize(c: Call, x):
+    qy = c.out.q
+    lo, hi = QRANGE[c.out.dtype]
+    if x.dtype.kind == "f":
+        if not qy.per_tensor:
+            raise InterpError("per-channel QUANTIZE is not supported")
+        if c.arith == "ref":
+            v = round_half_away((x / F32(qy.s)).astype(F32).astype(np.float64))
+        else:
+            with np.errstate(over="ignore", invalid="ignore"):
+                v = np.rint((x * (F32(1) / F32(qy.s))).astype(F32))
+        v = np.clip(np.nan_to_num(v.astype(np.float64)) + qy.zp, lo, hi)
+        return v.astype(c.out.dtype)
+    qx = c.ins[0].q
+    xi = x.astype(I64)
+    if c.arith == "xnnpack":
+        r = F32(F32(qx.s) / F32(qy.s))
+        mult = int(np.rint(np.float64(F32(F32(-256.0) * r))))
+        bias = (qy.zp << 8) + 0x80
+        acc = bias + (qx.zp - xi) * mult
+        return np.clip(acc >> 8, lo, hi).astype(c.out.dtype)
+    m, s = quantize_multiplier(float(np.float64(qx.s) / np.float64(qy.s)))
+    return np.clip(mbqm(xi - qx.zp, m, s) + qy.zp, lo, hi).astype(c.out.dtype)
+
+
+@tkernel("DEQUANTIZE", exact=True)
+def dequantize(c: Call, x):
+    q = c.ins[0].q
+    if x.dtype == np.float16:
+        return x.astype(F32)
+    if q.per_tensor:
+        return ((x.astype(I64) - q.zp).astype(F32) * F32(q.s)).astype(F32)
+    shape = [1] * x.ndim
+    shape[q.dim] = -1
+    zp = q.zero_point.reshape(shape)
+    return ((x.astype(I64) - zp).astype(F32) * q.scale.reshape(shape)).astype(F32)
+
+
+# --------------------------------------------------------------------------- reductions, pooling
+
+
+def _axes(c: Call, ndim: int) -> tuple[int, ...]:
+    ax = np.atleast_1d(c.const(1)).astype(I64)
+    return tuple(sorted({int(a) % ndim for a in ax}))
+
+
+@tkernel("MEAN", exact=exact_if_integer)
+def mean(c: Call, x, axes_in):
+    axes = _axes(c, x.ndim)
+    keep = bool(c.opts.get("keep_dims", False))
+    if x.dtype.kind == "f":
+        return np.mean(x.astype(np.float64), axis=axes, keepdims=keep).astype(F32)
+    qx, qy = c.ins[0].q, c.out.q
+    n = math.prod(x.shape[a] for a in axes)
+    lo, hi = QRANGE[c.out.dtype]
+    acc = (x.astype(I64) - qx.zp).sum(axis=axes, keepdims=keep)
+    if c.arith == "xnnpack":
+        scale = F32(F32(F32(qx.s) / F32(qy.s)) / F32(n))
+        v = np.rint((acc.astype(F32) * scale).astype(F32)).astype(I64) + qy.zp
+        return np.clip(v, lo, hi).astype(c.out.dtype)
+    m, s = quantize_multiplier(float(np.float64(qx.s) / np.float64(qy.s)))
+    spatial = keep and x.ndim == 4 and axes == (1, 2)
+    if spatial:  # reference_integer_ops::Mean (optimized_integer_ops::Mean in builtin)
+        v = mbqm(acc, m, s)
+        v = np.where(v > 0, (v + n // 2) // n, -((-v + n // 2) // n))
+        return np.clip(v + qy.zp, lo, hi).astype(c.out.dtype)
+    raw = x.astype(I64).sum(axis=axes, keepdims=keep)
+    # reference_ops::QuantizedMeanOrSum: 1/n folded into the multiplier
+    sh = min(n.bit_length() - 1, 32, 31 + s)
+    m2 = (m << sh) // n
+    v = mbqm(wrap32(raw - qx.zp * n), m2, s - sh) + qy.zp
+    return np.clip(v, lo, hi).astype(c.out.dtype)
+
+
+def _pool_windows(c: Call, x: np.ndarray, fill):
+    o = c.opts
+    fh, fw = o.get("filter_height", 1), o.get("filter_width", 1)
+    sh, sw = o.get("stride_h", 1), o.get("stride_w", 1)
+    pt, pb, oh = _same_pads(x.shape[1], fh, sh, 1, o.get("padding", "VALID"))
+    pl, pr, ow = _same_pads(x.shape[2], fw, sw, 1, o.get("padding", "VALID"))
+    xp = np.pad(x, [(0, 0), (pt, pb), (pl, pr), (0, 0)], constant_values=fill)
+    wins = [
+        xp[:, i : i + (oh - 1) * sh + 1 : sh, j : j + (ow - 1) * sw + 1 : sw]
+        for i in range(fh)
+        for j in range(fw)
+    ]
+    return wins, (pt, pl, oh, ow, fh, fw, sh, sw)
+
+
+@tkernel("MAX_POOL_2D", exact=True)
+def max_pool_2d(c: Call, x):
+    if x.dtype.kind == "f":
+        wins, _ = _pool_windows(c, x, -np.inf)
+        return _float_act(c, np.max(wins, axis=0).astype(F32))
+    wins, _ = _pool_windows(c, x.astype(I64), -(2**31))
+    return _finish(c, np.max(wins, axis=0))
+
+
+@tkernel("AVERAGE_POOL_2D", exact=exact_if_integer)
+def average_pool_2d(c: Call, x):
+    ones = np.ones((1, *x.shape[1:3], 1), I64)
+    cnt_w, _ = _pool_windows(c, ones, 0)
+    count = np.sum(cnt_w, axis=0)
+    if x.dtype.kind == "f":
+        wins, _ = _pool_windows(c, x.astype(np.float64), 0.0)
+        return _float_act(c, (np.sum(wins, axis=0) / count).astype(F32))
+    wins, _ = _pool_windows(c, x.astype(I64), 0)
+    acc = np.sum(wins, axis=0)
+    v = np.where(acc > 0, (acc + count // 2) // count, -((-acc + count // 2) // count))
+    return _finish(c, v)
+
+
+# --------------------------------------------------------------------------- data movement
+
+
+@tkernel("RESHAPE", "SQUEEZE", "EXPAND_DIMS", exact=True)
+def reshape(c: Call, x, *_):
+    return x.reshape(c.out.shape)
+
+
+@tkernel("TRANSPOSE", exact=True)
+def transpose(c: Call, x, perm):
+    return np.transpose(x, [int(p) for p in np.asarray(perm)])
+
+
+def _same_q(c: Call, i: int = 0) -> bool:
+    a, b = c.ins[i], c.out
+    if a is None or a.quant is None or b.quant is None:
+        return True
+    return a.q.s == b.q.s and a.q.zp == b.q.zp
+
+
+@tkernel("CONCATENATION", exact=True)
+def concatenation(c: Call, *xs):
+    axis = int(c.opts.get("axis", 0)) % xs[0].ndim
+    if xs[0].dtype.kind == "f" or all(_same_q(c, i) for i in range(len(xs))):
+        return (
+            _float_act(c, np.concatenate(xs, axis=axis))
+            if xs[0].dtype.kind == "f"
+            else (np.concatenate(xs, axis=axis))
+        )
+    qy = c.out.q
+    lo, hi = QRANGE[c.out.dtype]
+    parts = []
+    for i, x in enumerate(xs):
+        if _same_q(c, i):
+            parts.append(x)
+            continue
+        qx = c.ins[i].q
+        scale = F32(F32(qx.s) / F32(qy.s))
+        bias = F32(-F32(qx.zp) * scale)
+        v = round_half_away((x.astype(F32) * scale + bias).astype(F32).astype(np.float64))
+        parts.append(np.clip(v + qy.zp, lo, hi).astype(x.dtype))
+    return np.concatenate(parts, axis=axis)
+
+
+@tkernel("PAD", "PADV2", exact=True)
+def pad(c: Call, x, pads, value=None):
+    p = np.asarray(pads).astype(I64).reshape(-1, 2)
+    if value is not None:
+        fill = np.asarray(value).reshape(())
+    elif x.dtype.kind in "iu" and c.out.quant is not None:
+        fill = c.out.q.zp
+    else:
+        fill = 0
+    return np.pad(x, [tuple(r) for r in p], constant_values=fill)
+
+
+@tkernel("SPLIT", exact=True)
+def split(c: Call, axis, x):
+    n = int(c.opts.get("num_splits", len(c.outs)))
+    return tuple(np.split(x, n, axis=int(np.asarray(axis).reshape(())) % x.ndim))
+
+
+@tkernel("SPLIT_V", exact=True)
+def split_v(c: Call, x, sizes, axis):
+    ax = int(np.asarray(axis).reshape(())) % x.ndim
+    sz = [int(s) for s in np.asarray(sizes)]
+    if -1 in sz:
+        k = sz.index(-1)
+        sz[k] = x.shape[ax] - (sum(sz) + 1)
+    return tuple(np.split(x, np.cumsum(sz)[:-1], axis=ax))
+
+
+@tkernel("GATHER", exact=True)
+def gather(c: Call, x, idx):
+    axis = int(c.opts.get("axis", 0)) % x.ndim
+    bd = int(c.opts.get("batch_dims", 0))
+    if bd:
+        raise InterpError("GATHER with batch_dims is not supported")
+    i = np.asarray(idx).astype(I64)
+    if (i < 0).any() or (i >= x.shape[axis]).any():
+        raise InterpError("GATHER index out of range")
+    return np.take(x, i, axis=axis)
+
+
+@tkernel("SLICE", exact=True)
+def slice_(c: Call, x, begin, size):
+    b = [int(v) for v in np.asarray(begin)]
+    s = [int(v) for v in np.asarray(size)]
+    return x[
+        tuple(
+            slice(bi, x.shape[k] if si == -1 else bi + si)
+            for k, (bi, si) in enumerate(zip(b, s, strict=True))
+        )
+    ]
+
+
+@tkernel("STRIDED_SLICE", exact=True)
+def strided_slice(c: Call, x, begin, end, strides=None):
+    o = c.opts
+    if o.get("ellipsis_mask") or o.get("new_axis_mask"):
+        raise InterpError("STRIDED_SLICE with ellipsis or new-axis masks is not supported")
+    b = [int(v) for v in np.asarray(begin)]
+    e = [int(v) for v in np.asarray(end)]
+    st_ = [1] * len(b) if strides is None else [int(v) for v in np.asarray(strides)]
+    bm, em, sm = o.get("begin_mask", 0), o.get("end_mask", 0), o.get("shrink_axis_mask", 0)
+    offset = bool(o.get("offset", False))
+    idx = []
+    for k in range(x.ndim):
+        if k >= len(b):
+            idx.append(slice(None))
+            continue
+        if sm >> k & 1:
+            idx.append(b[k] % x.shape[k] if b[k] < 0 else b[k])
+            continue
+        bk = None if bm >> k & 1 else b[k]
+        ek = None if em >> k & 1 else (b[k] + e[k] if offset else e[k])
+        idx.append(slice(bk, ek, st_[k]))
+    return np.asarray(x[tuple(idx)]).reshape(c.out.shape)
+
+
+def _nearest_index(out_sz: int, in_sz: int, align: bool, half: bool) -> np.ndarray:
+    scale = F32(in_sz - 1) / F32(out_sz - 1) if align and out_sz > 1 else F32(in_sz) / F32(out_sz)
+    off = F32(0.5) if half else F32(0)
+    v = ((np.arange(out_sz).astype(F32) + off) * scale).astype(F32).astype(np.float64)
+    r = round_half_away(v) if align else np.floor(v)
+    r = np.minimum(r.astype(I64), in_sz - 1)
+    if half:
+        r = np.maximum(r, 0)
+    return r
+
+
+@tkernel("RESIZE_NEAREST_NEIGHBOR", exact=True)
+def resize_nearest(c: Call, x, size):
+    oh, ow = (int(v) for v in np.asarray(size))
+    align = bool(c.opts.get("align_corners", False))
+    half = bool(c.opts.get("half_pixel_centers", False))
+    iy = _nearest_index(oh, x.shape[1], align, half)
+    ix = _nearest_index(ow, x.shape[2], align, half)
+    return x[:, iy][:, :, ix]
+
+
+def _cdiv(a: np.ndarray, b: int) -> np.ndarray:
+    """C integer division (truncates toward zero)."""
+    q = np.abs(a) // b
+    return np.where(a < 0, -q, q)
+
+
+@tkernel("RESIZE_BILINEAR", exact=exact_if_integer)
+def resize_bilinear(c: Call, x, size):
+    oh, ow = (int(v) for v in np.asarray(size))
+    _, ih, iw, _ = x.shape
+    align = bool(c.opts.get("align_corners", False))
+    half = bool(c.opts.get("half_pixel_centers", False))
+    if x.dtype.kind == "f" or c.arith == "xnnpack":
+        y0, y1, ay = _xnn_bilinear_coords(oh, ih, align, half)
+        x0, x1, ax = _xnn_bilinear_coords(ow, iw, align, half)
+        if x.dtype.kind == "f":
+            ay_, ax_ = ay.astype(F32), ax.astype(F32)
+            t = (
+                x[:, y0][:, :, x0]
+                + (x[:, y0][:, :, x1] - x[:, y0][:, :, x0]) * ax_[None, None, :, None]
+            )
+            b = (
+                x[:, y1][:, :, x0]
+                + (x[:, y1][:, :, x1] - x[:, y1][:, :, x0]) * ax_[None, None, :, None]
+            )
+            return (t + (b - t) * ay_[None, :, None, None]).astype(F32)
+        wy = np.rint(ay.astype(np.float64) * 2048).astype(I64)
+        wx = np.rint(ax.astype(np.float64) * 2048).astype(I64)
+        xi = x.astype(I64)
+        tl, tr = xi[:, y0][:, :, x0], xi[:, y0][:, :, x1]
+        bl, br = xi[:, y1][:, :, x0], xi[:, y1][:, :, x1]
+        wx4 = wx[None, None, :, None]
+        t = (tl << 11) + (tr - tl) * wx4
+        b = (bl << 11) + (br - bl) * wx4
+        acc = (t << 11) + (b - t) * wy[None, :, None, None]
+        return np.clip((acc + (1 << 21)) >> 22, *QRANGE[c.out.dtype]).astype(c.out.dtype)
+    hs = ((1 << 10) * ih + oh // 2) // oh
+    ws = ((1 << 10) * iw + ow // 2) // ow
+    if align and oh > 1:
+        hs = ((1 << 10) * (ih - 1) + (oh - 1) // 2) // (oh - 1)
+    if align and ow > 1:
+        ws = ((1 << 10) * (iw - 1) + (ow - 1) // 2) // (ow - 1)
+
+    def coords(o: int, sc: int, size_in: int):
+        v = np.arange(o, dtype=I64) * sc
+        if half:
+            v = v + sc // 2 - (1 << 9)
+        lo = np.maximum(_cdiv(v, 1 << 10), 0)
+        hi = np.minimum(_cdiv(v + (1 << 10) - 1, 1 << 10), size_in - 1)
+        return v, lo, hi
+
+    vy, y0, y1 = coords(oh, hs, ih)
+    vx, x0, x1 = coords(ow, ws, iw)
+    fy = (vy - (1 << 10) * y0)[None, :, None, None]
+    fx = (vx - (1 << 10) * x0)[None, None, :, None]
+    xi = x.astype(I64)
+    out = (
+        xi[:, y0][:, :, x0] * ((1 << 10) - fy) * ((1 << 10) - fx)
+        + xi[:, y1][:, :, x0] * fy * ((1 << 10) - fx)
+        + xi[:, y0][:, :, x1] * ((1 << 10) - fy) * fx
+        + xi[:, y1][:, :, x1] * fy * fx
+    )
+    rnd = np.where(out > 0, 1 << 19, -(1 << 19))
+    return _cdiv(out + rnd, 1 << 20).astype(c.out.dtype)
+
+
+def _xnn_bilinear_coords(o: int, i: int, align: bool, half: bool):
+    """XNNPACK's resize-bilinear indirection: top/bottom index and float32 fraction."""
+    scale = F32(i - int(align)) / F32(o - int(align)) if o - int(align) > 0 else F32(0)
+    imax = i - 1
+    out = np.arange(o).astype(F32)
+    if align or not half:
+        v = (out * scale).astype(F32)
+    else:
+        off = F32(F32(0.5) * scale - F32(0.5))
+        v = (out * scale + off).astype(F32)
+        v = np.minimum(np.maximum(v, F32(0)), F32(imax))
+    top = v.astype(np.int32).astype(I64)
+    bot = np.minimum(top + 1, imax)
+    return top, bot, (v - top.astype(F32)).astype(F32)
