@@ -287,3 +287,24 @@ def test_old_opset_is_refused():
     _conv_chain(g)
     with pytest.raises(QccError, match="opset 11; the TFLite backend needs opset 13"):
         convert(g.model(opset=11), source="m.onnx")
+
+
+@pytest.mark.parametrize("hi,absorbed", [(1.0, True), (0.5, False)])
+def test_clip_is_absorbed_by_a_q_whose_range_lies_inside_it(hi, absorbed):
+    """Add -> Clip(0, hi) -> Q(1/255, -128): the Q saturates to [0, 1], so Clip(0, 1) vanishes
+    into the int8 ADD; Clip(0, 0.5) does not, and the Add and Clip run in float."""
+    g = G(seed=5)
+    a = g.input((1, 4, 3, 3), 0.02, 0)
+    b = g.input((1, 4, 3, 3), 0.02, 0)
+    lo, h = g.const(np.array(0, np.float32)), g.const(np.array(hi, np.float32))
+    g.output(g.op("Clip", [g.op("Add", [a, b]), lo, h]), 1 / 255, -128)
+    data = convert(g.model())
+    counts = op_counts(data)
+    if absorbed:
+        assert counts == {"QUANTIZE": 2, "ADD": 1, "DEQUANTIZE": 1}
+    else:
+        assert counts["DEQUANTIZE"] == 3 and counts["MINIMUM"] == 1
+    (ref,) = run_ort(g.model(), g.feeds)
+    (out,) = run_tflite(data, g.feeds)
+    assert np.abs(out - ref).max() <= 1 / 255 + 1e-6
+    assert len(np.unique(ref)) > 3

@@ -385,6 +385,8 @@ class Lowering:
         act = self._activation_kind(user)
         if act in ("RELU", "RELU6", "RELU_N1_TO_1"):
             return act, user
+        if user.op_type == "Clip":
+            return "CLIP", user  # absorbed by the int8 Q when its range lies inside the clip
         return "NONE", None
 
     def _activation_kind(self, node: onnx.NodeProto) -> str | None:
@@ -454,9 +456,20 @@ class Lowering:
                     is_int = False
                     break
                 qs.append(uses[0][0])
+        if is_int and fused == "CLIP":
+            assert fnode is not None and qs[0] is not None
+            lo, hi = self._clip_bounds(fnode)
+            q = self._q_quant(qs[0])
+            # Q(clip(x)) == Q(x) for every x when the clip bounds quantize outside [-128, 127].
+            s, z = q.scale[0], q.zero_point[0]
+            is_int = (lo == -math.inf or np.rint(lo / s) + z <= -128) and (
+                hi == math.inf or np.rint(hi / s) + z >= 127
+            )
+            if is_int:
+                fused = "NONE"
         inline = self._inline(node)
         if not is_int:
-            if not inline:
+            if not inline or fused == "CLIP":
                 return Unit([None] * len(outs))
             if fnode is not None:
                 self.done.add(id(fnode))
