@@ -108,7 +108,8 @@ def prune_channels(
         recovery: none, or least-squares (re-fit the layers reading removed channels on the
             calibration data; needs calibration data).
         multiple: keep a multiple of this many channel groups per layer (SIMD-friendly
-            widths), never more than the layer has.
+            widths): the multiple nearest to what the ratio keeps, never more than the layer
+            has (a layer of at most this many groups is left whole).
         max-ratio: with scope global, the largest fraction any one layer may lose.
         max-rows: positions per tensor and batch used for the statistics (subsampled).
         damping: ridge added to the least-squares fit, relative to the mean channel energy.
@@ -254,12 +255,14 @@ def prune_channels(
 
 
 def _count(n: int, ratio: float, multiple: int) -> int:
-    """How many of ``n`` groups to remove: ``floor(ratio * n)``, keeping at least one and a
-    multiple of ``multiple`` (rounded up, at most ``n``)."""
+    """How many of ``n`` groups to remove: ``floor(ratio * n)``, keeping at least one; with
+    ``multiple``, the kept count is the multiple nearest to ``n - floor(ratio * n)`` (halves
+    round up; at least one multiple, at most ``n``), so the layers as a whole still lose about
+    ``ratio`` of their channels."""
     k = min(math.floor(ratio * n + 1e-9), n - 1)
     keep = n - k
     if multiple > 1:
-        keep = min(n, math.ceil(keep / multiple) * multiple)
+        keep = min(n, max(multiple, math.floor(keep / multiple + 0.5) * multiple))
     return max(0, n - keep)
 
 

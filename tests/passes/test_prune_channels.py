@@ -400,3 +400,13 @@ def test_batchnorm_per_channel_constants_and_resize_are_sliced():
     assert constant_value(mul.input(1)).shape == (1, 3, 1, 1)
     np.testing.assert_array_equal(weight(m, "M"), np.delete(proto_w(proto, "wm"), [2], axis=0))
     assert_same_outputs(proto, m, **EXACT)
+
+
+def test_multiple_keeps_the_nearest_multiple_of_what_the_ratio_keeps():
+    from qcc.passes.prune_channels import _count
+
+    kept = {n: n - _count(n, 0.25, 8) for n in (4, 8, 12, 16, 24, 72, 96, 120)}
+    # 75% of 24 is 18 -> 16; of 72 is 54 -> 56; of 16 is 12 -> 16 (halves round up);
+    # a layer of at most 8 channels is left whole
+    assert kept == {4: 4, 8: 8, 12: 8, 16: 16, 24: 16, 72: 56, 96: 72, 120: 88}
+    assert {n: n - _count(n, 0.25, 1) for n in (4, 12, 72)} == {4: 3, 12: 9, 72: 54}
