@@ -86,12 +86,26 @@ def _(g: G) -> None:
     g.output(g.op("Relu", [y]), 0.05, -128)
 
 
-@case("flatten_gemm", ops={"FULLY_CONNECTED", "TRANSPOSE"})
+@case("flatten_gemm", ops={"FULLY_CONNECTED", "RESHAPE"})
 def _(g: G) -> None:
     x = g.input((1, 4, 3, 3))
     f = g.qdq(g.op("Flatten", [x]), 0.05, 3)
     w, ws = g.weight((10, 36), 0)
     g.output(g.op("Gemm", [f, w, g.bias(10, 0.05, ws)], transB=1), 0.1, 0)
+
+
+@case("flatten_to_output_mixes_channels", ops={"TRANSPOSE", "RESHAPE"})
+def _(g: G) -> None:
+    x = g.input((1, 4, 3, 3))
+    g.output(g.op("Flatten", [x]), 0.05, 3)
+
+
+@case("flatten_matmul_float", ops={"FULLY_CONNECTED", "DEQUANTIZE"})
+def _(g: G) -> None:
+    x = g.input((1, 3, 2, 4))
+    f = g.op("Flatten", [x])
+    w = g.const(g.rng.standard_normal((24, 5)).astype(np.float32))
+    g.output(g.op("MatMul", [f, w]), 0.1, 0)
 
 
 @case("gemm_no_transb_relu", ops={"FULLY_CONNECTED"})

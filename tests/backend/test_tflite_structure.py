@@ -198,12 +198,28 @@ def test_keep_nchw_keeps_the_input_layout_with_one_transpose():
     assert np.abs(out - ref).max() <= 0.08 + 1e-6
 
 
-def test_flatten_that_mixes_channels_writes_exactly_one_transpose():
+def test_flatten_into_fully_connected_permutes_the_weights_not_the_activation():
     g = G(seed=3)
     x = g.input((1, 4, 3, 3))
     f = g.qdq(g.op("Flatten", [x]), 0.05, 3)
     w, ws = g.weight((10, 36), 0)
     g.output(g.op("Gemm", [f, w, g.bias(10, 0.05, ws)], transB=1), 0.1, 0)
+    data = convert(g.model())
+    assert "TRANSPOSE" not in op_counts(data)
+    (fc,) = _op_tensors(data, "FULLY_CONNECTED")
+    m = read_model(data)
+    got = m.Buffers(fc[1].Buffer()).DataAsNumpy().view(np.int8).reshape(10, 36)
+    first = next(t for t in g.inits if t.name[0] == "w" and t.name[1].isdigit())
+    w_onnx = numpy_helper.to_array(first)  # columns in (c, h, w) order; NHWC flattens (h, w, c)
+    np.testing.assert_array_equal(
+        got, w_onnx.reshape(10, 4, 3, 3).transpose(0, 2, 3, 1).reshape(10, 36)
+    )
+
+
+def test_flatten_that_mixes_channels_into_a_graph_output_writes_one_transpose():
+    g = G(seed=3)
+    x = g.input((1, 4, 3, 3))
+    g.output(g.op("Flatten", [x]), 0.05, 3)
     assert op_counts(convert(g.model()))["TRANSPOSE"] == 1
 
 

@@ -126,6 +126,9 @@ class Act:
     perm: tuple[int, ...]
     dtype: str
     quant: Quant | None = None
+    # A flattened [N, K] whose K elements are in physical (not logical) order: logical element
+    # cols[j] sits at j. Only FULLY_CONNECTED reads such a tensor (its weight columns permute).
+    cols: tuple[int, ...] | None = None
 
     @property
     def rank(self) -> int:
@@ -960,6 +963,9 @@ def _fc(
     wq: Quant | None,
     bias_index: int | None,
 ) -> None:
+    if x.cols is not None:
+        w_nk = np.ascontiguousarray(w_nk[:, list(x.cols)])
+        x = dataclasses.replace(x, cols=None)
     if x.perm[-1] != x.rank - 1:
         x = lw.ensure(x, layout.identity(x.rank))
     n = w_nk.shape[0]
@@ -1313,9 +1319,54 @@ def _concat(lw: Lowering, node: onnx.NodeProto, unit: Unit) -> None:
 @_handles("Reshape", "Flatten", "Squeeze", "Unsqueeze")
 def _reshape(lw: Lowering, node: onnx.NodeProto, unit: Unit) -> None:
     x = lw.act_in(node, unit, node.input[0])
-    ys = lw.g.shape(node.output[0], node)
+    ys = tuple(lw.g.shape(node.output[0], node))
+    if (
+        layout.reshape_perm(x.shape, x.perm, ys) is None
+        and len(ys) == 2
+        and x.rank > 2
+        and ys[0] == x.shape[0]
+        and x.perm[0] == 0
+        and _only_fully_connected(lw, node.output[0])
+    ):
+        # Flatten -> FULLY_CONNECTED: flatten the physical data as it is and permute the
+        # weight columns instead of transposing the activation.
+        inner = [p - 1 for p in x.perm[1:]]
+        cols = np.arange(int(np.prod(x.shape[1:]))).reshape(x.shape[1:]).transpose(inner)
+        out = lw.m.add_tensor(lw.m.tensors[x.index].name + "/flatten", ys, x.dtype, quant=x.quant)
+        lw._reshape_op(x.index, out, ys)
+        b = dataclasses.replace(
+            x, index=out, shape=ys, perm=(0, 1), cols=tuple(int(c) for c in cols.reshape(-1))
+        )
+        lw.alias(node, unit, b, b.shape, b.perm)
+        return
     b = lw.reshape(x, ys)
     lw.alias(node, unit, b, b.shape, b.perm)
+
+
+def _only_fully_connected(lw: Lowering, name: str, depth: int = 0) -> bool:
+    """Whether every use of ``name`` (through Q and DQ) is input A of a FULLY_CONNECTED."""
+    g = lw.g
+    uses = g.uses(name)
+    if name in g.outputs or not uses or depth > 4:
+        return False
+    for n, i in uses:
+        if i != 0:
+            return False
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            if not _only_fully_connected(lw, n.output[0], depth + 1):
+                return False
+            continue
+        if n.op_type not in ("Gemm", "MatMul") or len(n.input) < 2:
+            return False
+        if n.op_type == "Gemm" and int(attrs(n).get("transA", 0)):
+            return False
+        b = n.input[1]
+        src = g.producer.get(b)
+        if src is not None and src.op_type == "DequantizeLinear":
+            b = src.input[0]
+        if b not in g.consts or g.consts[b].ndim != 2:
+            return False
+    return True
 
 
 @_handles("Identity", "Cast")
