@@ -40,7 +40,12 @@ def convert(
     g = load(model, source, input_shapes)
     m, transposes = lower(g, io, keep_nchw)
     if transposes:
-        log.info("%s: layout lowering wrote %d TRANSPOSE op(s)", source, transposes)
+        log.info(
+            "%s: layout lowering wrote %d TRANSPOSE op(s), for %s",
+            source,
+            len(transposes),
+            ", ".join(transposes),
+        )
     for key, value in (metadata or {}).items():
         m.metadata[str(key)] = str(value)
     return m.serialize()

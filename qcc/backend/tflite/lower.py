@@ -200,7 +200,7 @@ class Lowering:
         self.done: set[int] = set()
         self._float_of: dict[str, Act] = {}
         self._moves: dict[tuple[int, tuple[int, ...]], Act] = {}
-        self.transposes = 0
+        self.transposes: list[str] = []  # the tensors layout had to transpose
 
     # -- entry -----------------------------------------------------------------------------
 
@@ -493,8 +493,11 @@ class Lowering:
             raise self.g.error(node, f"'{name}' is not an int8 activation")
         a = self.acts[d.src]
         if a.quant != d.quant:
-            # The DQ reads its Q with other parameters: the DQ's are the ones that count.
-            a = dataclasses.replace(a, quant=d.quant)
+            raise self.g.error(
+                self.g.producer.get(name),
+                f"DequantizeLinear reads '{d.src}' with other parameters than it was quantized "
+                "with; TFLite tensors carry one set",
+            )
         return a
 
     def float_in(self, name: str, node: onnx.NodeProto | None) -> Act:
@@ -623,7 +626,7 @@ class Lowering:
             p = np.asarray(layout.transpose_param(a.perm, perm), dtype=np.int32)
             c = self.const(f"{src.name}/perm", p, "int32")
             self.m.add_op("TRANSPOSE", [a.index, c], [t])
-            self.transposes += 1
+            self.transposes.append(src.name)
         b = dataclasses.replace(a, index=t, perm=perm)
         self._moves[key] = b
         return b
@@ -1643,8 +1646,8 @@ def _prelu(lw: Lowering, node: onnx.NodeProto, unit: Unit) -> None:
     commit()
 
 
-def lower(g: OnnxGraph, io: str, keep_nchw: Collection[str]) -> tuple[TFLiteModel, int]:
-    """Lower ``g``; returns the model and the number of TRANSPOSE ops layout had to write."""
+def lower(g: OnnxGraph, io: str, keep_nchw: Collection[str]) -> tuple[TFLiteModel, list[str]]:
+    """Lower ``g``; returns the model and the tensors layout had to TRANSPOSE."""
     lw = Lowering(g, io, keep_nchw)
     m = lw.run()
     return m, lw.transposes
