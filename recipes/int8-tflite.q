@@ -25,6 +25,9 @@ let samples = 256
 # float32 (default): float inputs and outputs, QUANTIZE/DEQUANTIZE inside the model; int8:
 # the model takes and returns the int8 tensors (for integer-only accelerators).
 let io = float32
+# nhwc (default): rank-4 inputs and outputs are NHWC, as TFLite models are; nchw: they keep
+# the ONNX model's layout (one TRANSPOSE at each).
+let layout = nhwc
 
 calibration { samples $samples, seed 0 }
 
@@ -43,4 +46,4 @@ pipeline {
   quantize
 }
 
-target tflite { io = $io }
+target tflite { io = $io, layout = $layout }
