@@ -38,6 +38,7 @@ _QS8 = {
     "SPLIT",
     "QUANTIZE",
     "DEQUANTIZE",
+    "BATCH_MATMUL",
 }
 _F32 = _QS8 | {
     "AVERAGE_POOL_2D",
@@ -83,6 +84,13 @@ def xnnpack_takes(model: TFLiteModel, op: Operator) -> bool:
         w = ins[1]  # TRANSPOSE_CONV's weights are input 1 too
         if w is None or w.data is None:
             return False
+    if name == "TRANSPOSE_CONV":
+        w = ins[1]
+        o = op.options
+        if o.get("padding") == "SAME" and (
+            o.get("stride_h", 1) > w.shape[1] or o.get("stride_w", 1) > w.shape[2]
+        ):
+            return False
     if name in ("ADD", "SUB"):
         a, b = ins[0], ins[1]
         if a is None or b is None or a.quant is None or b.quant is None:
@@ -90,6 +98,9 @@ def xnnpack_takes(model: TFLiteModel, op: Operator) -> bool:
         return _ratio_ok(a.q.s, y.q.s, 2.0**-10, 2.0**8) and _ratio_ok(
             b.q.s, y.q.s, 2.0**-10, 2.0**8
         )
+    if name == "BATCH_MATMUL":
+        b = ins[1]
+        return b is not None and b.quant is not None and b.q.zp == 0
     if name == "MUL":
         a, b = ins[0], ins[1]
         if a is None or b is None or a.quant is None or b.quant is None:

@@ -259,9 +259,12 @@ def batch_matmul(c: Call, a, b):
     za, zb = c.ins[0].q.zp, c.ins[1].q.zp
     acc = _matmul_exact(a.astype(F32) - F32(za), b.astype(F32) - F32(zb))
     y_t = c.out
+    if c.arith == "xnnpack":
+        scale = F32(F32(F32(c.ins[0].q.s) * F32(c.ins[1].q.s)) / F32(y_t.q.s))
+        return _requant_f32(acc, scale, c)
     real = np.float64(F32(c.ins[0].q.s)) * np.float64(F32(c.ins[1].q.s)) / np.float64(y_t.q.s)
     m, s = quantize_multiplier(float(real))
-    v = mbqm_ruy(acc, m, s) if c.arith != "ref" else mbqm(acc, m, s)
+    v = mbqm(acc, m, s)
     return _finish(c, v + y_t.q.zp)
 
 
@@ -285,7 +288,7 @@ def transpose_conv(c: Call, out_shape, w, x, b=None):
         wc = _weights(c, "w", lambda: _centre_w(c, np.asarray(w)))
     full_h = (ih - 1) * sh + kh
     full_w = (iw - 1) * sw + kw
-    acc = np.zeros((n, full_h, full_w, oc), np.float64)
+    acc = np.zeros((n, max(full_h, pt + oh), max(full_w, pl + ow), oc), np.float64)
     for i in range(kh):
         for j in range(kw):
             # [N, IH, IW, C] x [O, C] -> [N, IH, IW, O]

@@ -266,3 +266,147 @@ def test_resize(profile, op, seed, shape, sx, zx, size, mode):
         ),
         profile,
     )
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@SETTINGS
+@given(
+    seed=st.integers(0, 2**31),
+    h=st.integers(1, 5),
+    w=st.integers(1, 5),
+    cin=st.integers(1, 4),
+    cout=st.integers(1, 5),
+    k=st.integers(1, 3),
+    s=st.integers(1, 3),
+    padding=st.sampled_from([0, 1]),
+    per_channel=st.booleans(),
+    sx=SCALES,
+    sy=SCALES,
+    zx=ZPS,
+    zy=ZPS,
+    bias=st.booleans(),
+)
+def test_transpose_conv(
+    profile, seed, h, w, cin, cout, k, s, padding, per_channel, sx, sy, zx, zy, bias
+):
+    rng = np.random.default_rng(seed)
+    oh, ow = (h * s, w * s) if padding == 0 else ((h - 1) * s + k, (w - 1) * s + k)
+    ws = rng.uniform(0.002, 0.03, cout if per_channel else 1).astype(np.float32)
+    b = Builder()
+    shape = b.const("shape", np.array([1, oh, ow, cout], np.int32))
+    wt = b.const("w", rng.integers(-127, 128, (cout, k, k, cin)).astype(I8), scale=ws, zp=0)
+    x = b.tensor("x", [1, h, w, cin], I8, scale=sx, zp=zx)
+    ins = [shape, wt, x]
+    if bias:
+        ins.append(
+            b.const(
+                "b",
+                rng.integers(-3000, 3000, cout).astype(np.int32),
+                scale=np.float32(sx) * ws,
+                zp=0,
+            )
+        )
+    y = b.tensor("y", [1, oh, ow, cout], I8, scale=sy, zp=zy)
+    b.op("TRANSPOSE_CONV", ins, [y], "TransposeConvOptions", padding=padding, strideH=s, strideW=s)
+    check(b.build([x], [y]), [rand_i8(rng, [1, h, w, cin])], profile)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@SETTINGS
+@given(
+    seed=st.integers(0, 2**31),
+    shapes=st.sampled_from([([1, 4, 8], [1, 8, 5]), ([2, 3, 6], [2, 6, 4]), ([5, 7], [7, 3])]),
+    adj=st.tuples(st.booleans(), st.booleans()),
+    sa=SCALES,
+    sb=SCALES,
+    sy=SCALES,
+    za=ZPS,
+    zb=st.sampled_from([0, 3, -5]),  # XNNPACK takes it only with zb == 0
+    zy=ZPS,
+)
+def test_batch_matmul(profile, seed, shapes, adj, sa, sb, sy, za, zb, zy):
+    rng = np.random.default_rng(seed)
+    sha, shb = list(shapes[0]), list(shapes[1])
+    out = [*sha[:-1], shb[-1]]
+    if adj[0]:
+        sha[-1], sha[-2] = sha[-2], sha[-1]
+    if adj[1]:
+        shb[-1], shb[-2] = shb[-2], shb[-1]
+    b = Builder()
+    a = b.tensor("a", sha, I8, scale=sa, zp=za)
+    bb = b.tensor("b", shb, I8, scale=sb, zp=zb)
+    y = b.tensor("y", out, I8, scale=sy, zp=zy)
+    b.op("BATCH_MATMUL", [a, bb], [y], "BatchMatMulOptions", adjX=adj[0], adjY=adj[1])
+    check(b.build([a, bb], [y]), [rand_i8(rng, sha), rand_i8(rng, shb)], profile)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@SETTINGS
+@given(seed=st.integers(0, 2**31), sx=SCALES, zx=ZPS, case=st.integers(0, 7))
+def test_data_movement(profile, seed, sx, zx, case):
+    """RESHAPE, TRANSPOSE, PAD, SPLIT, STRIDED_SLICE, GATHER, CONCATENATION, SLICE."""
+    rng = np.random.default_rng(seed)
+    shape = [1, 4, 6, 5]
+    b = Builder()
+    x = b.tensor("x", shape, I8, scale=sx, zp=zx)
+
+    def t(name, shp):
+        return b.tensor(name, shp, I8, scale=sx, zp=zx)
+
+    outs = []
+    if case == 0:
+        outs = [t("y", [1, 24, 5])]
+        b.op("RESHAPE", [x, b.const("s", np.array([1, 24, 5], np.int32))], outs)
+    elif case == 1:
+        outs = [t("y", [1, 5, 4, 6])]
+        b.op("TRANSPOSE", [x, b.const("p", np.array([0, 3, 1, 2], np.int32))], outs)
+    elif case == 2:
+        p = np.array([[0, 0], [1, 2], [0, 1], [0, 0]], np.int32)
+        outs = [t("y", [1, 7, 7, 5])]
+        b.op("PAD", [x, b.const("p", p)], outs)
+    elif case == 3:
+        outs = [t("y0", [1, 4, 3, 5]), t("y1", [1, 4, 3, 5])]
+        b.op("SPLIT", [b.const("a", np.array(2, np.int32)), x], outs, "SplitOptions", numSplits=2)
+    elif case == 4:
+        outs = [t("y", [1, 2, 6, 2])]
+        b.op(
+            "STRIDED_SLICE",
+            [
+                x,
+                b.const("b", np.array([0, 1, 0, 1], np.int32)),
+                b.const("e", np.array([1, 4, 6, 5], np.int32)),
+                b.const("st", np.array([1, 2, 1, 2], np.int32)),
+            ],
+            outs,
+            "StridedSliceOptions",
+            beginMask=0,
+            endMask=0,
+        )
+    elif case == 5:
+        outs = [t("y", [1, 4, 3, 5])]
+        b.op(
+            "GATHER",
+            [x, b.const("i", np.array([5, 0, 2], np.int32))],
+            outs,
+            "GatherOptions",
+            axis=2,
+        )
+    elif case == 6:
+        x2 = t("x2", [1, 4, 2, 5])
+        outs = [t("y", [1, 4, 8, 5])]
+        b.op("CONCATENATION", [x, x2], outs, "ConcatenationOptions", axis=2)
+        content = b.build([x, x2], outs)
+        check(content, [rand_i8(rng, shape), rand_i8(rng, [1, 4, 2, 5])], profile)
+        return
+    else:
+        outs = [t("y", [1, 2, 3, 5])]
+        b.op(
+            "SLICE",
+            [
+                x,
+                b.const("b", np.array([0, 1, 2, 0], np.int32)),
+                b.const("s", np.array([1, 2, 3, -1], np.int32)),
+            ],
+            outs,
+        )
+    check(b.build([x], outs), [rand_i8(rng, shape)], profile)
