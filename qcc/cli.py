@@ -550,7 +550,9 @@ PROFILE = click.option(
     "--profile",
     default="ort-x86",
     show_default=True,
-    help="Arithmetic to emulate (ort-x86: onnxruntime CPU on x86-64; onnx-ref: the ONNX spec).",
+    help="Arithmetic to emulate (ort-x86: onnxruntime CPU on x86-64; onnx-ref: the ONNX spec; "
+    "for a .tflite: tflite-xnnpack, LiteRT's default resolver, or tflite-ref, BUILTIN_REF; "
+    "default tflite-xnnpack).",
 )
 
 
@@ -590,6 +592,8 @@ def verify_cmd(
     reproduce) are listed separately and do not fail the check.
     """
 
+    profile = _default_profile(model, profile)
+
     def body() -> int:
         from qcc.verify import verify_file
 
@@ -605,10 +609,20 @@ def verify_cmd(
     _run(body, obj.debug, "json" if as_json else "text")
 
 
+def _default_profile(model: Path, profile: str) -> str:
+    """A .tflite model defaults to ``tflite-xnnpack`` when ``--profile`` was not given."""
+    ctx = click.get_current_context()
+    given = ctx.get_parameter_source("profile") != click.core.ParameterSource.DEFAULT
+    if model.suffix.lower() == ".tflite" and not given:
+        return "tflite-xnnpack"
+    return profile
+
+
 def print_verify_report(report) -> None:
     """The rich table of a :class:`qcc.verify.VerifyReport`."""
     t = Table(
-        title=f"{escape(report.model)}: interpreter ({report.profile}) vs onnxruntime, "
+        title=f"{escape(report.model)}: interpreter ({report.profile}) vs "
+        f"{getattr(report, 'runtime', 'onnxruntime')}, "
         f"{report.samples} sample(s) of {escape(report.data)}",
         title_justify="left",
     )
@@ -657,11 +671,14 @@ def print_verify_report(report) -> None:
     if report.islands:
         isl = report.island_mismatches
         out.print(
-            f"float islands: {len(report.islands)} node(s) run by float kernels onnxruntime "
-            f"computes in its own order (e.g. {escape(report.islands[0])}); "
+            f"float islands: {len(report.islands)} node(s) run by float kernels "
+            f"{getattr(report, 'runtime', 'onnxruntime')} computes in its own order "
+            f"(e.g. {escape(report.islands[0])}); "
             f"{len(isl)} tensor(s) after them differ"
             + (" (reported, not a failure)" if isl else "")
         )
+    for d in getattr(report, "delegation_differs", [])[:5]:
+        out.print(f"[yellow]delegation differs:[/] {escape(d)}")
     if report.ok:
         out.print("[green]bit-exact[/]")
     else:
@@ -682,7 +699,11 @@ def run_cmd(obj: _Ctx, model: Path, data: str, output: Path, profile: str) -> No
     Each graph output is stacked over the samples ([N, *output_shape]) and saved under its name.
     """
 
+    profile = _default_profile(model, profile)
+
     def body() -> int:
+        if model.suffix.lower() == ".tflite":
+            return _run_tflite(model, data, output, profile)
         from qcc.frontend import read_model
         from qcc.frontend.writer import save_npz
         from qcc.interp import Interpreter
@@ -712,6 +733,34 @@ def run_cmd(obj: _Ctx, model: Path, data: str, output: Path, profile: str) -> No
         return ExitCode.OK
 
     _run(body, obj.debug)
+
+
+def _run_tflite(model: Path, data: str, output: Path, profile: str) -> int:
+    """``qcc run`` of a .tflite: the TFLite interpreter alone (LiteRT is never loaded)."""
+    import numpy as np
+
+    from qcc.frontend.writer import save_npz
+    from qcc.interp.tflite import TFLiteInterpreter, read
+    from qcc.interp.tflite.verify import load_feeds
+
+    if output.suffix.lower() != ".npz":
+        raise QccError("qcc run writes .npz files: give -o OUT.npz", path=output)
+    if str(output.parent) and not output.parent.is_dir():
+        raise QccError(f"output directory {str(output.parent)!r} does not exist", path=output)
+    m = read(model)
+    it = TFLiteInterpreter(m, profile=profile)
+    feeds = load_feeds(m, data, samples=None, seed=0)
+    names = [t.name for t in it.outputs]
+    stacks: dict[str, list] = {n: [] for n in names}
+    advance = _progress(len(feeds), "run")
+    for f in feeds:
+        res = it.run(f)
+        for n in names:
+            stacks[n].append(res[n])
+        advance(1)
+    save_npz(output, {n: np.stack(v) for n, v in stacks.items()})
+    out.print(f"wrote {escape(str(output))}: {len(names)} output(s) x {len(feeds)} sample(s)")
+    return ExitCode.OK
 
 
 def _vinfo(v) -> dict[str, str]:

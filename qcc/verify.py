@@ -359,7 +359,17 @@ def verify_file(
     profile: str = "ort-x86",
     tensors: str = "outputs",
 ) -> VerifyReport:
-    """Verify the model at ``path`` on ``data`` (calibration-style files) or random inputs."""
+    """Verify the model at ``path`` on ``data`` (calibration-style files) or random inputs.
+
+    A ``.tflite`` goes to :func:`qcc.interp.tflite.verify.verify_tflite_file` (LiteRT against
+    the TFLite interpreter, ``tflite-*`` profiles).
+    """
+    if Path(path).suffix.lower() == ".tflite":
+        from qcc.interp.tflite.verify import verify_tflite_file
+
+        return verify_tflite_file(
+            path, data=data, samples=samples, seed=seed, profile=profile, tensors=tensors
+        )
     from qcc.frontend.reader import load_proto, read_model
     from qcc.interp.profiles import get_profile
 

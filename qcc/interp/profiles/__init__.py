@@ -34,6 +34,16 @@ def _ort_x86(model: Model) -> Model:
     return prepare(model)
 
 
+def _tflite_only(name: str) -> Callable[[Model], Model]:
+    def refuse(model: Model) -> Model:
+        raise InterpError(
+            f"unknown profile {name!r} for an ONNX model (it runs .tflite models); "
+            "ONNX profiles: onnx-ref, ort-x86"
+        )
+
+    return refuse
+
+
 PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
@@ -43,6 +53,15 @@ PROFILES: dict[str, Profile] = {
             _ort_x86,
         ),
         Profile("onnx-ref", "the ONNX specification, op by op, no fusion", _identity),
+        # .tflite profiles: executed by qcc.interp.tflite.TFLiteInterpreter, not on ONNX models
+        Profile(
+            "tflite-xnnpack",
+            "LiteRT's default resolver: XNNPACK delegate, builtin kernels for the rest",
+            _tflite_only("tflite-xnnpack"),
+        ),
+        Profile(
+            "tflite-ref", "LiteRT's reference kernels (BUILTIN_REF)", _tflite_only("tflite-ref")
+        ),
     )
 }
 
