@@ -626,11 +626,8 @@ def mean(c: Call, x, axes_in):
         v = np.rint((acc.astype(F32) * scale).astype(F32)).astype(I64) + qy.zp
         return np.clip(v, lo, hi).astype(c.out.dtype)
     m, s = quantize_multiplier(float(np.float64(qx.s) / np.float64(qy.s)))
-    spatial = keep and x.ndim == 4 and axes == (1, 2)
-    if spatial:  # reference_integer_ops::Mean (optimized_integer_ops::Mean in builtin)
-        v = mbqm(acc, m, s)
-        v = np.where(v > 0, (v + n // 2) // n, -((-v + n // 2) // n))
-        return np.clip(v + qy.zp, lo, hi).astype(c.out.dtype)
+    # measured: the spatial (H, W) mean of BUILTIN_REF folds 1/n into the multiplier too; the
+    # older "requantize, then divide by n with rounding" form misses by 1 LSB on 7x7 inputs
     raw = x.astype(I64).sum(axis=axes, keepdims=keep)
     # reference_ops::QuantizedMeanOrSum: 1/n folded into the multiplier
     sh = min(n.bit_length() - 1, 32, 31 + s)

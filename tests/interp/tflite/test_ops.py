@@ -410,3 +410,34 @@ def test_data_movement(profile, seed, sx, zx, case):
             outs,
         )
     check(b.build([x], outs), [rand_i8(rng, shape)], profile)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@SETTINGS
+@given(
+    seed=st.integers(0, 2**31),
+    hw=st.sampled_from([(7, 7), (3, 96), (12, 48)]),
+    sx=SCALES,
+    zx=ZPS,
+    sy=SCALES,
+    zy=ZPS,
+)
+def test_mean_spatial(profile, seed, hw, sx, zx, sy, zy):
+    """Global average pooling as MEAN over H, W (the form the backend writes)."""
+    shape = [1, *hw, 16]
+    check(
+        *one_op(
+            "MEAN",
+            shape,
+            [1, 1, 1, 16],
+            sx,
+            zx,
+            sy,
+            zy,
+            (np.array([1, 2], np.int32),),
+            "ReducerOptions",
+            seed=seed,
+            keepDims=True,
+        ),
+        profile,
+    )
