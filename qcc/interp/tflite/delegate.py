@@ -39,6 +39,7 @@ _QS8 = {
     "QUANTIZE",
     "DEQUANTIZE",
     "BATCH_MATMUL",
+    "STRIDED_SLICE",
 }
 _F32 = _QS8 | {
     "AVERAGE_POOL_2D",
@@ -48,6 +49,15 @@ _F32 = _QS8 | {
     "RELU6",
     "BATCH_MATMUL",
     "STRIDED_SLICE",
+    "DIV",
+    "SQRT",
+    "RSQRT",
+    "MAXIMUM",
+    "MINIMUM",
+    "ABS",
+    "NEG",
+    "SQUARE",
+    "SQUARED_DIFFERENCE",
 }
 
 
@@ -78,6 +88,17 @@ def xnnpack_takes(model: TFLiteModel, op: Operator) -> bool:
         )
     if name not in _QS8:
         return False
+    for t in (*ins, *outs):
+        # a subnormal, zero or infinite scale anywhere (a dead channel's weight scale) keeps the
+        # operator out of XNNPACK (measured on ppocrv4_rec: 1x1 convs with 2.5e-42 scales)
+        if t is not None and t.quant is not None and not np.all(np.isfinite(t.quant.scale)):
+            return False
+        if (
+            t is not None
+            and t.quant is not None
+            and np.any(np.abs(t.quant.scale) < np.finfo(np.float32).tiny)
+        ):
+            return False
     if op.activation not in ("NONE", "RELU", "RELU_N1_TO_1", "RELU6"):
         return False
     if name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV"):
@@ -98,6 +119,13 @@ def xnnpack_takes(model: TFLiteModel, op: Operator) -> bool:
         return _ratio_ok(a.q.s, y.q.s, 2.0**-10, 2.0**8) and _ratio_ok(
             b.q.s, y.q.s, 2.0**-10, 2.0**8
         )
+    if name == "STRIDED_SLICE":
+        # XNNPACK's slice: unit strides, no ellipsis / new-axis masks
+        o = op.options
+        st = ins[3] if len(ins) > 3 else None
+        if st is None or st.data is None or np.any(st.data != 1):
+            return False
+        return not (o.get("ellipsis_mask") or o.get("new_axis_mask"))
     if name == "BATCH_MATMUL":
         b = ins[1]
         return b is not None and b.quant is not None and b.q.zp == 0

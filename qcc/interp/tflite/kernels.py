@@ -31,6 +31,7 @@ from qcc.interp.tflite.arith import (
     quantize_multipliers,
     rdbpot,
     round_half_away,
+    srdhm,
     wrap32,
 )
 from qcc.interp.tflite.registry import Call, exact_if_integer, tkernel
@@ -327,7 +328,7 @@ def _xnn_add_params(sa: float, sb: float, sy: float):
     return (ma if ra >= 0 else -ma), (mb if rb >= 0 else -mb), shift
 
 
-@tkernel("ADD", "SUB", exact=exact_if_integer)
+@tkernel("ADD", "SUB", exact=True)  # float32: one IEEE add, exact too
 def add_sub(c: Call, a, b):
     sub = c.op.op == "SUB"
     if a.dtype.kind == "f":
@@ -352,7 +353,7 @@ def add_sub(c: Call, a, b):
     return _finish(c, mbqm(raw, mo, so) + qy.zp)
 
 
-@tkernel("MUL", exact=exact_if_integer)
+@tkernel("MUL", exact=True)  # float32: one IEEE multiply, exact too
 def mul(c: Call, a, b):
     if a.dtype.kind == "f":
         return _float_act(c, (a * b).astype(F32))
@@ -530,9 +531,7 @@ def hard_swish(c: Call, x):
 # --------------------------------------------------------------------------- softmax
 
 
-# BUILTIN_REF runs this float-table kernel for int8 too (measured: the gemmlowp fixed-point
-# reference softmax differs by up to 6 LSB from what ai-edge-litert 2.3.0 computes)
-@tkernel("SOFTMAX", exact=exact_if_integer)
+@tkernel("SOFTMAX", arith=("xnnpack", "builtin"), exact=exact_if_integer)
 def softmax(c: Call, x):
     beta = F32(c.opts.get("beta", 1.0))
     if x.dtype.kind == "f":
@@ -895,3 +894,166 @@ def _xnn_bilinear_coords(o: int, i: int, align: bool, half: bool):
     top = v.astype(np.int32).astype(I64)
     bot = np.minimum(top + 1, imax)
     return top, bot, (v - top.astype(F32)).astype(F32)
+
+
+# --------------------------------------------------------------------------- float islands
+# Operators the backend leaves in float32 (TFLite has no integer DIV or SQRT). IEEE-exact ones
+# (one correctly rounded operation per element) are exact; approximations are not.
+
+
+def _float_only(c: Call, x: np.ndarray) -> None:
+    if x.dtype.kind != "f":
+        raise InterpError(f"{c.op.op} of {x.dtype} tensors is not supported")
+
+
+@tkernel("DIV", exact=True)
+def div(c: Call, a, b):
+    _float_only(c, a)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return _float_act(c, (a / b).astype(F32))
+
+
+# XNNPACK's float sqrt is a refined hardware rsqrt estimate (97 of 280 elements differ from
+# the correctly rounded sqrt on this CPU): exact only in TFLite's own kernels
+@tkernel("SQRT", exact=lambda c: c.arith != "xnnpack")
+def sqrt(c: Call, x):
+    _float_only(c, x)
+    with np.errstate(invalid="ignore"):
+        return np.sqrt(x).astype(F32)
+
+
+@tkernel("RSQRT", exact=False)
+def rsqrt(c: Call, x):
+    _float_only(c, x)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (1.0 / np.sqrt(x.astype(np.float64))).astype(F32)
+
+
+@tkernel("EXP", exact=False)
+def exp(c: Call, x):
+    _float_only(c, x)
+    return libm("expf", x)
+
+
+@tkernel("MAXIMUM", "MINIMUM", exact=True)
+def maximum(c: Call, a, b):
+    return (np.maximum if c.op.op == "MAXIMUM" else np.minimum)(a, b)
+
+
+@tkernel("ABS", "NEG", exact=True)
+def abs_neg(c: Call, x):
+    _float_only(c, x)
+    return (np.abs(x) if c.op.op == "ABS" else -x).astype(F32)
+
+
+@tkernel("SQUARE", exact=True)
+def square(c: Call, x):
+    _float_only(c, x)
+    return (x * x).astype(F32)
+
+
+@tkernel("SQUARED_DIFFERENCE", exact=True)
+def squared_difference(c: Call, a, b):
+    _float_only(c, a)
+    d = (a - b).astype(F32)
+    return (d * d).astype(F32)
+
+
+@tkernel("CAST", exact=True)
+def cast(c: Call, x):
+    return x.astype(c.out.dtype)
+
+
+# --------------------------------------------------------------------------- reference softmax
+# BUILTIN_REF runs reference_ops::Softmax: gemmlowp fixed point (int32 raws in int64 arrays).
+# The optimized kernel's float table differs from it by 1 LSB on a few high-probability
+# elements (ppocrv4_rec's 6625-class rows).
+
+
+def _sat_shl(x: np.ndarray, e: int) -> np.ndarray:
+    """gemmlowp ``SaturatingRoundingMultiplyByPOT<e>``, e > 0, on int32 raws."""
+    thr = (1 << (31 - e)) - 1
+    return np.where(x > thr, 2**31 - 1, np.where(x < -thr, -(2**31), x << e))
+
+
+def _exp_neg_quarter(a: np.ndarray) -> np.ndarray:
+    """gemmlowp ``exp_on_interval_between_negative_one_quarter_and_0_excl`` (Q0.31)."""
+    c = 1895147668
+    third = 715827883
+    x = a + (1 << 28)
+    x2 = srdhm(x, x)
+    x3 = srdhm(x2, x)
+    x4 = srdhm(x2, x2)
+    x4_4 = rdbpot(x4, 2)
+    poly = rdbpot(srdhm(x4_4 + x3, third) + x2, 1)
+    return c + srdhm(c, x + poly)
+
+
+def _exp_on_negative_values(a: np.ndarray) -> np.ndarray:
+    """gemmlowp ``exp_on_negative_values``: Q5.26 in, Q0.31 out."""
+    frac = 26
+    quarter = 1 << 24
+    amq = (a & (quarter - 1)) - quarter
+    res = _exp_neg_quarter(_sat_shl(amq, 5))
+    rem = amq - a
+    for e, m in (
+        (-2, 1672461947),
+        (-1, 1302514674),
+        (0, 790015084),
+        (1, 290630308),
+        (2, 39332535),
+        (3, 720401),
+        (4, 242),
+    ):
+        res = np.where((rem & (1 << (frac + e))) != 0, srdhm(res, m), res)
+    return np.where(a == 0, 2**31 - 1, res)
+
+
+def _one_over_one_plus_x(a: np.ndarray) -> np.ndarray:
+    """gemmlowp ``one_over_one_plus_x_for_x_in_0_1`` (Q0.31, Newton-Raphson)."""
+    s = a.astype(I64) + (2**31 - 1)
+    half = np.where(s >= 0, (s + 1) // 2, -((-(s - 1)) // 2))
+    x = 1515870810 + srdhm(half, -1010580540)
+    for _ in range(3):
+        hx = srdhm(half, x)
+        x = x + _sat_shl(srdhm(x, (1 << 29) - hx), 2)
+    return _sat_shl(x, 1)
+
+
+def _clz32(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, I64) & 0xFFFFFFFF
+    n = np.full(v.shape, 32, I64)
+    for b in range(31, -1, -1):
+        n = np.where((n == 32) & (((v >> b) & 1) == 1), 31 - b, n)
+    return n
+
+
+def _softmax_gemmlowp(x: np.ndarray, sx: float, beta: float) -> np.ndarray:
+    """``reference_ops::Softmax`` for int8: exp in Q5.26 fixed point, Q12.19 row sums."""
+    real = min(beta * float(sx) * (1 << 26), float((1 << 31) - 1))
+    m, left = quantize_multiplier(real)
+    diff_min = -math.floor(1.0 * 31 * (1 << 26) / (1 << left))
+    d = x.shape[-1]
+    x2 = x.reshape(-1, d).astype(I64)
+    diff = x2 - x2.max(1, keepdims=True)
+    ok = diff >= diff_min
+    e = _exp_on_negative_values(srdhm(diff * (1 << left), m))
+    s = wrap32(np.where(ok, rdbpot(e, 12), 0).sum(1))
+    h = _clz32(s)
+    nb = 12 - h
+    sh = wrap32(((s << h) & 0xFFFFFFFF) - (1 << 31))
+    sc = _one_over_one_plus_x(sh)
+    if np.any((nb + 23 < 0) | (nb + 23 > 31)):
+        raise InterpError("softmax row sum overflows the Q12.19 accumulator (LiteRT aborts)")
+    out = rdbpot(srdhm(sc[:, None], e), (nb + 23)[:, None])
+    return np.where(ok, np.clip(out - 128, -128, 127), -128).astype(np.int8).reshape(x.shape)
+
+
+@tkernel("SOFTMAX", arith=REF, exact=exact_if_integer)
+def softmax_ref(c: Call, x):
+    if x.dtype.kind == "f":
+        return softmax(c, x)
+    if c.out.dtype != np.int8:
+        raise InterpError(f"reference SOFTMAX to {c.out.dtype} is not supported")
+    beta = float(F32(c.opts.get("beta", 1.0)))
+    return _softmax_gemmlowp(x, float(F32(c.ins[0].q.s)), beta)
