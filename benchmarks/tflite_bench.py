@@ -26,6 +26,17 @@ and prints, per model:
 * deltas: qcc .tflite against qcc's INT8 ONNX (the issue's "within 0.5 point"), against the peer's
   .tflite and against FP32.
 
+The peer's virtualenv (TensorFlow never enters qcc's)::
+
+    python3.11 -m venv /work/venv-tf
+    /work/venv-tf/bin/pip install tensorflow==2.19.0 tf_keras==2.19.0 onnx2tf==1.29.24
+
+(onnx2tf 1.29.24 pins the rest: onnx 1.19.1, onnxsim 0.4.36, onnx_graphsurgeon 0.5.8,
+sng4onnx 2.0.1, psutil 5.9.5, numpy 1.26.4.) onnx2tf's one-call ``-oiqt`` path (what the
+Ultralytics exporter calls) runs the same TFLiteConverter with a representative dataset, but
+also writes float32, float16 and three more quantized .tflite files; the two steps here make
+only the one INT8 model, so the peer's time is a lower bound of that path's.
+
 The tables are written as Markdown and JSON under ``benchmarks/results/tflite-<stamp>.*``.
 Run from the repository root::
 
@@ -74,7 +85,7 @@ METRICS = {  # the task metric each zoo model reports (its README)
 # The peer, run with the TensorFlow virtualenv's Python. argv: model, calibration .npy, output
 # .tflite, I/O type (float32|int8), work folder. Prints one JSON line with its phase times.
 PEER_JOB = r"""
-import json, os, sys, time
+import json, os, re, sys, time
 t0 = time.perf_counter()
 src, calib, out, io, work = sys.argv[1:6]
 import numpy as np
@@ -99,13 +110,28 @@ shape = ",".join(str(d) for d in data.shape[1:])
 # The export size is the calibration samples' static shape, as an exporter fixes it. Written
 # into the model too: onnx2tf fails on a stored dimension of -1 (ppocr_cls_v2) even when
 # overwrite_input_shape is given.
+fixed = []
 if any(d.dim_value <= 0 for d in inp.type.tensor_type.shape.dim):
     for d, v in zip(inp.type.tensor_type.shape.dim, data.shape[1:]):
         d.Clear()
         d.dim_value = int(v)
-    src = os.path.join(work, "static_input.onnx")
+    fixed.append(f"input shape {shape}")
+# TensorFlow scope names: onnx2tf fails on a node named 'Softmax@0' (paddle2onnx exports)
+ok = re.compile(r"^[A-Za-z0-9_.\\/>-]*$")
+if any(not ok.match(n.name) for n in m.graph.node):
+    used = {n.name for n in m.graph.node}
+    for n in m.graph.node:
+        if not ok.match(n.name):
+            new = re.sub(r"[^A-Za-z0-9_.\\/>-]", "_", n.name)
+            while new in used:
+                new += "_"
+            used.add(new)
+            n.name = new
+    fixed.append("node names")
+if fixed:
+    src = os.path.join(work, "fixed.onnx")
     onnx.save(m, src)
-    print("input shape fixed to", shape, file=sys.stderr)
+    print("fixed before onnx2tf:", ", ".join(fixed), file=sys.stderr)
 model = onnx2tf.convert(input_onnx_file_path=src, output_folder_path=os.path.join(work, "o2t"),
                         overwrite_input_shape=[f"{name}:{shape}"], disable_model_save=True,
                         non_verbose=True)
@@ -153,8 +179,9 @@ t_tflite = time.perf_counter() - t3
 with open(out, "wb") as f:
     f.write(blob)
 print(json.dumps({"import_s": t_import, "onnx2tf_s": t_onnx2tf, "savedmodel_s": t_saved,
-                  "tflite_s": t_tflite, "float_fallback": fallback, "input_shape": list(kshape),
-                  "tensorflow": tf.__version__, "onnx2tf": onnx2tf.__version__}))
+                  "tflite_s": t_tflite, "float_fallback": fallback, "fixed": fixed,
+                  "input_shape": list(kshape), "tensorflow": tf.__version__,
+                  "onnx2tf": onnx2tf.__version__}))
 """
 
 
@@ -628,6 +655,8 @@ def bench_model(name: str, args, work: Path) -> dict:
                 row[f"peer_{k}"] = round(ph[k], 2)
             row["peer_core_s"] = round(ph["onnx2tf_s"] + ph["savedmodel_s"] + ph["tflite_s"], 2)
             row["peer_float_fallback"] = ph["float_fallback"]
+            if ph.get("fixed"):
+                row["peer_fixed_first"] = ph["fixed"]
             row["peer_versions"] = f"tensorflow {ph['tensorflow']}, onnx2tf {ph['onnx2tf']}"
         if not out_p.exists():
             row["peer_error"] = _last_line(stderr)
