@@ -109,7 +109,10 @@ def mbqm_ruy(x: np.ndarray, m: np.ndarray | int, shift: np.ndarray | int) -> np.
 
 def wrap32(v: np.ndarray) -> np.ndarray:
     """Two's-complement int32 wrap-around of int64 values."""
-    return ((np.asarray(v, I64) + 2**31) % 2**32) - 2**31
+    v = np.asarray(v, I64)
+    if v.size and v.min() >= -(2**31) and v.max() < 2**31:
+        return v
+    return ((v + 2**31) % 2**32) - 2**31
 
 
 def clamp_to(v: np.ndarray, lo: int, hi: int, dtype: np.dtype) -> np.ndarray:

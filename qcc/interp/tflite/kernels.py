@@ -370,6 +370,18 @@ def mul(c: Call, a, b):
 # --------------------------------------------------------------------------- lookup tables
 
 
+def _via_table(c: Call, x: np.ndarray, fn) -> np.ndarray:
+    """An elementwise integer kernel ``fn`` of an 8-bit tensor, evaluated once on all 256
+    values and then looked up (the same numbers, at table speed)."""
+    if x.dtype not in (np.dtype(np.int8), np.dtype(np.uint8)):
+        return fn(x)
+    lo = -128 if x.dtype == np.int8 else 0
+    tab = c.cache.get("table8")
+    if tab is None:
+        tab = c.cache["table8"] = np.asarray(fn(np.arange(lo, lo + 256).astype(x.dtype)))
+    return tab[x.astype(np.intp) - lo]
+
+
 def _lut(c: Call, key: str, fn) -> np.ndarray:
     """A 256-entry int8 table indexed by ``x + 128``; ``fn(dequantized float32 array)``."""
     if key not in c.cache:
@@ -444,8 +456,11 @@ def relu(c: Call, x):
     if c.arith == "xnnpack":  # clamp: same parameters in and out
         return np.clip(x.astype(I64), amin, amax).astype(c.out.dtype)
     m, s = quantize_multiplier(float(np.float64(qx.s) / np.float64(qy.s)))
-    v = qy.zp + mbqm(x.astype(I64) - qx.zp, m, s)
-    return np.clip(v, amin, amax).astype(c.out.dtype)
+
+    def f(v):
+        return np.clip(qy.zp + mbqm(v.astype(I64) - qx.zp, m, s), amin, amax).astype(c.out.dtype)
+
+    return _via_table(c, x, f)
 
 
 @tkernel("LEAKY_RELU", exact=exact_if_integer)
@@ -453,6 +468,10 @@ def leaky_relu(c: Call, x):
     alpha = F32(c.opts.get("alpha", 0.2))
     if x.dtype.kind == "f":
         return np.where(x >= 0, x, x * alpha).astype(F32)
+    return _via_table(c, x, lambda v: _leaky_relu_int(c, v, alpha))
+
+
+def _leaky_relu_int(c: Call, x: np.ndarray, alpha: np.float32) -> np.ndarray:
     qx, qy = c.ins[0].q, c.out.q
     lo, hi = QRANGE[c.out.dtype]
     xi = x.astype(I64)
@@ -505,6 +524,10 @@ def hard_swish(c: Call, x):
     if x.dtype.kind == "f":
         r = np.minimum(np.maximum(x + F32(3), F32(0)), F32(6))
         return (x * r / F32(6)).astype(F32)
+    return _via_table(c, x, lambda v: _hard_swish_int(c, v))
+
+
+def _hard_swish_int(c: Call, x: np.ndarray) -> np.ndarray:
     qx, qy = c.ins[0].q, c.out.q
     hires = F32(F32(1.0 / 128.0) * F32(qx.s))
     om, oe = quantize_multiplier(float(F32(hires / F32(qy.s))))
@@ -577,7 +600,12 @@ def quantize(c: Call, x):
                 v = np.rint((x * (F32(1) / F32(qy.s))).astype(F32))
         v = np.clip(np.nan_to_num(v.astype(np.float64)) + qy.zp, lo, hi)
         return v.astype(c.out.dtype)
-    qx = c.ins[0].q
+    return _via_table(c, x, lambda v: _requantize(c, v))
+
+
+def _requantize(c: Call, x: np.ndarray) -> np.ndarray:
+    qx, qy = c.ins[0].q, c.out.q
+    lo, hi = QRANGE[c.out.dtype]
     xi = x.astype(I64)
     if c.arith == "xnnpack":
         r = F32(F32(qx.s) / F32(qy.s))
