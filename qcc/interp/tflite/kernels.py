@@ -124,6 +124,82 @@ def _conv_acc(c: Call, x: np.ndarray, w_ochw: np.ndarray, group: int) -> np.ndar
     return np.moveaxis(acc, 1, 3)
 
 
+def _geometry(c: Call, x_shape, kh: int, kw: int):
+    o = c.opts
+    sh, sw = o.get("stride_h", 1), o.get("stride_w", 1)
+    dh, dw = o.get("dilation_h_factor", 1) or 1, o.get("dilation_w_factor", 1) or 1
+    pt, pb, oh = _same_pads(x_shape[1], kh, sh, dh, o.get("padding", "VALID"))
+    pl, pr, ow = _same_pads(x_shape[2], kw, sw, dw, o.get("padding", "VALID"))
+    if oh <= 0 or ow <= 0:
+        raise InterpError(f"kernel {kh}x{kw} does not fit input {list(x_shape)}")
+    return (sh, sw), (dh, dw), (pt, pb, pl, pr), (oh, ow)
+
+
+def _taps_nhwc(xp: np.ndarray, kh, kw, strides, dils, out):
+    """``(i, j, view)`` per kernel tap: the padded NHWC input each tap reads."""
+    (sh, sw), (dh, dw), (oh, ow) = strides, dils, out
+    for i in range(kh):
+        for j in range(kw):
+            yield (
+                i,
+                j,
+                xp[
+                    :,
+                    i * dh : i * dh + (oh - 1) * sh + 1 : sh,
+                    j * dw : j * dw + (ow - 1) * sw + 1 : sw,
+                ],
+            )
+
+
+def _centred_nhwc(c: Call, x: np.ndarray, pads) -> np.ndarray:
+    zx = c.ins[0].q.zp if _is_q(c.ins[0]) else 0
+    xc = x.astype(F32)
+    if zx:
+        xc -= F32(zx)
+    pt, pb, pl, pr = pads
+    if pt or pb or pl or pr:  # padding reads the zero point: 0 once centred
+        xc = np.pad(xc, [(0, 0), (pt, pb), (pl, pr), (0, 0)])
+    return xc
+
+
+def _conv_nhwc(c: Call, x: np.ndarray, w_flat: np.ndarray, kh: int, kw: int) -> np.ndarray:
+    """Exact int64 ``sum (x - zx) * w`` in NHWC; ``w_flat`` is ``[KH*KW*C, O]`` centred float32.
+
+    im2col as ``[N, OH, OW, KH*KW*C]`` (a 1x1 stride-1 convolution reads the input as is), then
+    one GEMM whose partial sums stay below 2**24 in float32, or float64 when they could not.
+    """
+    strides, dils, pads, out = _geometry(c, x.shape, kh, kw)
+    xc = _centred_nhwc(c, x, pads)
+    n, cin = x.shape[0], x.shape[3]
+    if kh == kw == 1 and strides == (1, 1):
+        cols = xc
+    else:
+        cols = np.empty((n, *out, kh * kw * cin), F32)
+        for i, j, v in _taps_nhwc(xc, kh, kw, strides, dils, out):
+            k = (i * kw + j) * cin
+            cols[..., k : k + cin] = v
+    terms = cols.shape[-1]
+    bound = float(np.abs(cols).max(initial=0)) * float(np.abs(w_flat).max(initial=0)) * terms
+    if bound < 2**24:
+        return np.rint(cols @ w_flat).astype(I64)
+    return np.rint(cols.astype(np.float64) @ w_flat.astype(np.float64)).astype(I64)
+
+
+def _dw_nhwc(c: Call, x: np.ndarray, w: np.ndarray, mult: int) -> np.ndarray:
+    """Exact depthwise sum in NHWC; ``w`` is ``[KH, KW, C*M]`` centred float32."""
+    kh, kw = w.shape[:2]
+    strides, dils, pads, out = _geometry(c, x.shape, kh, kw)
+    xc = _centred_nhwc(c, x, pads)
+    if mult > 1:
+        xc = np.repeat(xc, mult, axis=3)
+    bound = float(np.abs(xc).max(initial=0)) * float(np.abs(w).max(initial=0)) * kh * kw
+    dt = F32 if bound < 2**24 else np.float64
+    acc = np.zeros((x.shape[0], *out, w.shape[2]), dt)
+    for i, j, v in _taps_nhwc(xc, kh, kw, strides, dils, out):
+        acc += v * w[i, j].astype(dt)
+    return np.rint(acc).astype(I64)
+
+
 def _weights(c: Call, key: str, make) -> np.ndarray:
     if key not in c.cache:
         c.cache[key] = make()
@@ -169,6 +245,10 @@ def conv_2d(c: Call, x, w, b=None):
         wt = np.moveaxis(w.astype(np.float64), 3, 1)
         acc = _conv_acc_float(c, x, wt, group)
         return _float_bias(c, acc)
+    if group == 1:
+        wf = _weights(c, "wf", lambda: _centre_w(c, w).reshape(w.shape[0], -1).T.copy())
+        acc = _conv_nhwc(c, x, wf, w.shape[1], w.shape[2])
+        return _requant_conv(c, acc, w.shape[0], "conv")
     wc = _weights(c, "w", lambda: np.moveaxis(_centre_w(c, w), 3, 1))
     acc = _conv_acc(c, x, wc, group)
     return _requant_conv(c, np.rint(acc).astype(I64), w.shape[0], "conv")
@@ -213,9 +293,9 @@ def depthwise_conv_2d(c: Call, x, w, b=None):
     if x.dtype.kind == "f":
         wt = np.moveaxis(w.astype(np.float64), 3, 0)  # [C*M, 1, KH, KW]
         return _float_bias(c, _conv_acc_float(c, x, wt, cin))
-    wc = _weights(c, "w", lambda: np.moveaxis(_centre_w(c, w), 3, 0))
-    acc = _conv_acc(c, x, wc, cin)
-    return _requant_conv(c, np.rint(acc).astype(I64), w.shape[3], "dw")
+    wc = _weights(c, "wd", lambda: _centre_w(c, w)[0])
+    acc = _dw_nhwc(c, x, wc, w.shape[3] // cin)
+    return _requant_conv(c, acc, w.shape[3], "dw")
 
 
 @tkernel("FULLY_CONNECTED", exact=exact_if_integer)

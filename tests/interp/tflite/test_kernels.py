@@ -209,3 +209,21 @@ def test_binary(profile, opname, seed, shapes, sa, sb, sy, za, zb, zy, act):
     y = b.tensor("y", list(np.broadcast_shapes(tuple(sha), tuple(shb))), np.int8, scale=sy, zp=zy)
     b.op(opname, [a, bb], [y], opname.capitalize() + "Options", fusedActivationFunction=act)
     check(b.build([a, bb], [y]), [rand_i8(rng, sha), rand_i8(rng, shb)], profile)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("zx", [-128, 0, 17])
+def test_conv_2d_deep(profile, zx):
+    """A 3x3 convolution over 80 channels: 720 terms, past float32's exact range for the
+    interpreter's GEMM (it switches to float64); saturated inputs, extreme zero points."""
+    rng = np.random.default_rng(zx + 200)
+    cin, cout = 80, 8
+    ws = rng.uniform(0.0005, 0.002, cout).astype(np.float32)
+    b = Builder()
+    x = b.tensor("x", [1, 6, 7, cin], np.int8, scale=0.02, zp=zx)
+    w = b.const("w", rng.choice([-127, 127], (cout, 3, 3, cin)).astype(np.int8), scale=ws, zp=0)
+    bias = b.const("b", rng.integers(-9000, 9000, cout).astype(np.int32), scale=ws * 0.02)
+    y = b.tensor("y", [1, 6, 7, cout], np.int8, scale=1.5, zp=3)
+    b.op("CONV_2D", [x, w, bias], [y], "Conv2DOptions", padding=0, strideW=1, strideH=1)
+    xs = rng.choice([-128, 127], (1, 6, 7, cin)).astype(np.int8)
+    check(b.build([x], [y]), [xs], profile)
