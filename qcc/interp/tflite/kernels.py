@@ -201,6 +201,9 @@ def _dw_nhwc(c: Call, x: np.ndarray, w: np.ndarray, mult: int) -> np.ndarray:
 
 
 def _weights(c: Call, key: str, make) -> np.ndarray:
+    """``make()``, cached across runs when the weights are a constant tensor."""
+    if c.ins[1] is None or not c.ins[1].is_constant:
+        return make()
     if key not in c.cache:
         c.cache[key] = make()
     return c.cache[key]

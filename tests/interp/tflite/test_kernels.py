@@ -227,3 +227,46 @@ def test_conv_2d_deep(profile, zx):
     b.op("CONV_2D", [x, w, bias], [y], "Conv2DOptions", padding=0, strideW=1, strideH=1)
     xs = rng.choice([-128, 127], (1, 6, 7, cin)).astype(np.int8)
     check(b.build([x], [y]), [xs], profile)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("op", ["CONV_2D", "FULLY_CONNECTED"])
+@SETTINGS
+@given(seed=st.integers(0, 2**31), sx=SCALES, sw=SCALES, sy=SCALES, zx=ZPS, zy=ZPS, act=ACTS)
+def test_builtin_gemm_with_runtime_weights(profile, op, seed, sx, sw, sy, zx, zy, act):
+    """Weights fed at run time keep CONV_2D / FULLY_CONNECTED out of XNNPACK: TFLite's own
+    kernels run them (ruy's fixed-point requantization under the default resolver)."""
+    rng = np.random.default_rng(seed)
+    b = Builder()
+    if op == "CONV_2D":
+        xs, ws_, ys = [1, 5, 6, 7], [4, 3, 3, 7], [1, 5, 6, 4]
+    else:
+        xs, ws_, ys = [3, 30], [5, 30], [3, 5]
+    x = b.tensor("x", xs, np.int8, scale=sx, zp=zx)
+    w = b.tensor("w", ws_, np.int8, scale=sw, zp=0)
+    bias = b.const(
+        "b",
+        rng.integers(-4000, 4000, ws_[0]).astype(np.int32),
+        scale=np.float32(sx) * np.float32(sw),
+    )
+    y = b.tensor("y", ys, np.int8, scale=sy, zp=zy)
+    if op == "CONV_2D":
+        b.op(
+            op,
+            [x, w, bias],
+            [y],
+            "Conv2DOptions",
+            padding=0,
+            strideW=1,
+            strideH=1,
+            fusedActivationFunction=act,
+        )
+    else:
+        b.op(op, [x, w, bias], [y], "FullyConnectedOptions", fusedActivationFunction=act)
+    content = b.build([x, w], [y])
+    it = TFLiteInterpreter(content, profile)
+    for _ in range(2):  # two runs: weights fed at run time must not be cached
+        feeds = [rand_i8(rng, xs), rng.integers(-127, 128, ws_).astype(np.int8)]
+        check(content, feeds, profile)
+        got = it.run({"x": feeds[0], "w": feeds[1]})["y"]
+        assert got.tobytes() == litert(content, feeds, profile)[0].tobytes()
