@@ -179,10 +179,12 @@ def _conv_nhwc(c: Call, x: np.ndarray, w_flat: np.ndarray, kh: int, kw: int) -> 
             k = (i * kw + j) * cin
             cols[..., k : k + cin] = v
     terms = cols.shape[-1]
+    shape = (*cols.shape[:-1], w_flat.shape[1])
+    cols = cols.reshape(-1, terms)  # one 2-D GEMM, not one per image row
     bound = float(np.abs(cols).max(initial=0)) * float(np.abs(w_flat).max(initial=0)) * terms
-    if bound < 2**24:
-        return np.rint(cols @ w_flat).astype(I64)
-    return np.rint(cols.astype(np.float64) @ w_flat.astype(np.float64)).astype(I64)
+    dt = F32 if bound < 2**24 else np.float64
+    acc = cols.astype(dt, copy=False) @ w_flat.astype(dt, copy=False)
+    return np.rint(acc).astype(I64).reshape(shape)
 
 
 def _dw_nhwc(c: Call, x: np.ndarray, w: np.ndarray, mult: int) -> np.ndarray:
@@ -417,6 +419,23 @@ def add_sub(c: Call, a, b):
     if a.dtype.kind == "f":
         y = (a - b) if sub else (a + b)
         return _float_act(c, y.astype(F32))
+    return _via_table2(c, a, b, lambda u, v: _add_sub_int(c, u, v, sub))
+
+
+def _via_table2(c: Call, a: np.ndarray, b: np.ndarray, fn) -> np.ndarray:
+    """A binary integer kernel of two int8 tensors, evaluated once on all 256 x 256 pairs
+    and then looked up (broadcasting as the operands do)."""
+    i8 = np.dtype(np.int8)
+    if a.dtype != i8 or b.dtype != i8:
+        return fn(a, b)
+    tab = c.cache.get("table88")
+    if tab is None:
+        g = np.arange(-128, 128).astype(np.int8)
+        tab = c.cache["table88"] = np.asarray(fn(g[:, None], g[None, :]))
+    return tab[a.astype(np.intp) + 128, b.astype(np.intp) + 128]
+
+
+def _add_sub_int(c: Call, a: np.ndarray, b: np.ndarray, sub: bool) -> np.ndarray:
     qa, qb, qy = c.ins[0].q, c.ins[1].q, c.out.q
     ai, bi = a.astype(I64), b.astype(I64)
     if c.arith == "xnnpack":
@@ -440,6 +459,10 @@ def add_sub(c: Call, a, b):
 def mul(c: Call, a, b):
     if a.dtype.kind == "f":
         return _float_act(c, (a * b).astype(F32))
+    return _via_table2(c, a, b, lambda u, v: _mul_int(c, u, v))
+
+
+def _mul_int(c: Call, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     qa, qb, qy = c.ins[0].q, c.ins[1].q, c.out.q
     p = (a.astype(I64) - qa.zp) * (b.astype(I64) - qb.zp)
     if c.arith == "xnnpack":
