@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qcc.interp.tflite import TFLiteInterpreter
-from tests.interp.tflite.builder import Builder
+from tests.interp.tflite.builder import Builder, litert
 from tests.interp.tflite.test_kernels import PROFILES, SCALES, SETTINGS, ZPS, check, rand_i8
 
 I8 = np.int8
@@ -495,3 +495,18 @@ def test_softmax_ctc_rows(profile):
     y = b.tensor("y", list(x.shape), I8, scale=1 / 256, zp=-128)
     b.op("SOFTMAX", [xi], [y], "SoftmaxOptions", beta=1.0)
     check(b.build([xi], [y]), [x], profile)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_concatenation_of_other_parameters_is_refused_like_litert(profile):
+    b = Builder()
+    x1 = b.tensor("x1", [1, 2, 2, 3], I8, scale=0.05, zp=2)
+    x2 = b.tensor("x2", [1, 2, 2, 5], I8, scale=0.11, zp=-7)
+    y = b.tensor("y", [1, 2, 2, 8], I8, scale=0.05, zp=2)
+    b.op("CONCATENATION", [x1, x2], [y], "ConcatenationOptions", axis=3)
+    content = b.build([x1, x2], [y])
+    feeds = [np.zeros((1, 2, 2, 3), I8), np.zeros((1, 2, 2, 5), I8)]
+    with pytest.raises(RuntimeError):
+        litert(content, feeds, profile)
+    with pytest.raises(Exception, match="input 'x2' has other quantization parameters"):
+        TFLiteInterpreter(content, profile).run({"x1": feeds[0], "x2": feeds[1]})
