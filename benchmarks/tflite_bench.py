@@ -51,6 +51,7 @@ import argparse
 import itertools
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -611,9 +612,13 @@ def bench_model(name: str, args, work: Path) -> dict:
     base = [*qcc_cmd(), "compile", str(model), "-r", args.recipe, "--calib", str(calib)]
     for key, out in (("qcc_tflite", out_t), ("qcc_onnx", out_o)):
         print(f"  {name}: qcc {args.recipe} -> {out.suffix} ...", flush=True)
-        wall, rss, _, err = run_job([*base, "-o", str(out)])
+        wall, rss, log, err = run_job([*base, "-o", str(out)])
         row[f"{key}_s"] = round(wall, 2)
         row[f"{key}_rss_mb"] = round(rss)
+        passes = _pass_ms(log)
+        if passes:  # the rest of the wall time: start-up, loading, lowering and writing
+            row[f"{key}_passes_s"] = round(sum(passes.values()) / 1e3, 2)
+            row[f"{key}_calibrate_s"] = round(passes.get("calibrate", 0.0) / 1e3, 2)
         if not out.exists():
             row[f"{key}_error"] = _last_line(err)
     io = "float32"
@@ -716,6 +721,14 @@ def bench_model(name: str, args, work: Path) -> dict:
     return row
 
 
+def _pass_ms(log: str) -> dict[str, float]:
+    """Per-pass milliseconds from ``qcc compile``'s report lines ``[i/n] pass ... (..., X ms)``."""
+    out: dict[str, float] = {}
+    for m in re.finditer(r"^\s*\[\d+/\d+\] (\S+) .*?([\d.]+) ms\)\s*$", log, re.M):
+        out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
+    return out
+
+
 def _input_name(model: Path) -> str:
     import onnx
 
@@ -742,9 +755,10 @@ def markdown(rows: list[dict], header: str) -> str:
     out += [
         "Conversion (wall s, own process) and latency (median ms, alternating runs):",
         "",
-        "| model | qcc .tflite s | peer s (core) | peer / qcc | LiteRT qcc ms | LiteRT peer ms | "
-        "peer / qcc | ORT qcc INT8 .onnx ms | ORT FP32 ms |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | qcc .tflite s (passes; calibrate) | peer s (core) | peer / qcc | "
+        "peer core / qcc | LiteRT qcc ms | LiteRT peer ms | peer / qcc | "
+        "ORT qcc INT8 .onnx ms | ORT FP32 ms |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         peer = _c(r, "peer_s")
@@ -753,11 +767,14 @@ def markdown(rows: list[dict], header: str) -> str:
         if "peer_error" in r:
             peer = f"failed: {r['peer_error'][:80]}"
         qt = _c(r, "qcc_tflite_s")
+        if r.get("qcc_tflite_passes_s") is not None:
+            qt += f" ({r['qcc_tflite_passes_s']}; {r['qcc_tflite_calibrate_s']})"
         if "qcc_tflite_error" in r:
             qt = f"failed after {qt} s: {r['qcc_tflite_error'][:80]}"
         out.append(
             f"| {r['model']} | {qt} | {peer} | {_c(r, 'conv_ratio_peer_over_qcc', '{}x')} | "
-            f"{_c(r, 'qcc_tflite_litert_ms')} | {_c(r, 'peer_tflite_litert_ms')} | "
+            f"{_c(r, 'conv_ratio_peer_core_over_qcc', '{}x')} | {_c(r, 'qcc_tflite_litert_ms')} | "
+            f"{_c(r, 'peer_tflite_litert_ms')} | "
             f"{_c(r, 'litert_ratio_peer_over_qcc', '{}x')} | {_c(r, 'qcc_onnx_ort_ms')} | "
             f"{_c(r, 'fp32_ort_ms')} |"
         )
