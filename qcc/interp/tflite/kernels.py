@@ -36,10 +36,7 @@ from qcc.interp.tflite.arith import (
 )
 from qcc.interp.tflite.registry import Call, exact_if_integer, tkernel
 
-XNN = ("xnnpack",)
-BUILTIN = ("builtin",)
 REF = ("ref",)
-TFL = ("builtin", "ref")
 
 
 def _is_q(t) -> bool:
