@@ -270,3 +270,20 @@ def test_builtin_gemm_with_runtime_weights(profile, op, seed, sx, sw, sy, zx, zy
         check(content, feeds, profile)
         got = it.run({"x": feeds[0], "w": feeds[1]})["y"]
         assert got.tobytes() == litert(content, feeds, profile)[0].tobytes()
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("groups,cin,cout", [(2, 8, 6), (4, 8, 8), (3, 9, 3)])
+def test_grouped_conv_2d(profile, groups, cin, cout):
+    """CONV_2D whose weights hold cin/groups input channels (grouped, not depthwise)."""
+    rng = np.random.default_rng(groups * 10 + cin)
+    ws = rng.uniform(0.005, 0.02, cout).astype(np.float32)
+    b = Builder()
+    x = b.tensor("x", [1, 5, 6, cin], np.int8, scale=0.05, zp=2)
+    w = b.const(
+        "w", rng.integers(-127, 128, (cout, 3, 3, cin // groups)).astype(np.int8), scale=ws, zp=0
+    )
+    bias = b.const("b", rng.integers(-900, 900, cout).astype(np.int32), scale=ws * 0.05)
+    y = b.tensor("y", [1, 5, 6, cout], np.int8, scale=0.1, zp=-3)
+    b.op("CONV_2D", [x, w, bias], [y], "Conv2DOptions", padding=0, strideW=1, strideH=1)
+    check(b.build([x], [y]), [rand_i8(rng, [1, 5, 6, cin])], profile)
