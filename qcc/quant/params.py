@@ -83,7 +83,10 @@ def compute_qparams(
         safe = np.where(scale > 0, scale, 1.0)
         zp = np.clip(np.rint(qmin - lo / safe), qmin, qmax)
     scale32 = scale.astype(np.float32)
-    tiny = ~(scale32 > 0) | ~np.isfinite(scale32)
+    # a zero range, or one so small that its scale is subnormal (a dead filter whose weights
+    # are ~1e-40: LiteRT keeps such a convolution out of XNNPACK), gets scale 1: every value
+    # quantizes to the zero point, which is what the range says anyway
+    tiny = ~(scale32 >= np.finfo(np.float32).tiny) | ~np.isfinite(scale32)
     scale32 = np.where(tiny, np.float32(1.0), scale32).astype(np.float32)
     zp = np.where(tiny, 0 if dtype.signed else (0 if not symmetric else zp), zp)
     npdt = np.dtype(dtype.value)

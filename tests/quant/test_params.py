@@ -33,6 +33,16 @@ def test_zero_range_gets_scale_one():
     assert qp.scale == 1.0 and int(qp.zero_point) == 0
 
 
+def test_a_range_whose_scale_would_be_subnormal_gets_scale_one():
+    # a dead filter (weights ~1e-40) next to a live one: LiteRT refuses subnormal scales
+    qp = compute_qparams(
+        np.array([-3e-40, -1.0]), np.array([3e-40, 1.0]), QDType.INT8, symmetric=True, axis=0
+    )
+    assert qp.scale.tolist() == [1.0, np.float32(1 / 127)] and qp.zero_point.tolist() == [0, 0]
+    smallest_normal = np.finfo(np.float32).tiny * 127
+    assert compute_qparams(-smallest_normal, smallest_normal, QDType.INT8, symmetric=True).scale < 1
+
+
 @pytest.mark.parametrize(
     "dtype,tp", [(QDType.UINT8, TensorProto.UINT8), (QDType.INT8, TensorProto.INT8)]
 )
