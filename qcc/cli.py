@@ -303,8 +303,9 @@ def _print_compile_report(report, explain: bool) -> None:
     if v is not None:
         exact = [r for r in v.results if r.exact]
         isl = v.island_mismatches
+        runtime = "LiteRT" if report.output.suffix.lower() == ".tflite" else "onnxruntime"
         out.print(
-            f"verified against onnxruntime on {escape(v.data)}: {len(exact)}/{len(exact)} "
+            f"verified against {runtime} on {escape(v.data)}: {len(exact)}/{len(exact)} "
             "integer tensors bit-exact"
             + (f"; {len(isl)} tensor(s) after float islands differ" if isl else "")
         )

@@ -164,7 +164,7 @@ def compile_model(
     model.metadata_props["qcc.pipeline"] = ",".join(inv.spelled() for inv in pipeline)
     if backend == "tflite":
         data = _to_tflite(model, target, model_path, session)
-        verify_report = _verify_tflite(data, model, session) if verify else None
+        verify_report = _verify_tflite(data, session) if verify else None
         files = [save_bytes(output, data)]
     else:
         verify_report = _verify(model, session) if verify else None
@@ -210,11 +210,59 @@ def _to_tflite(model, target, model_path: Path, session) -> bytes:
     )
 
 
-def _verify_tflite(data: bytes, model, session):
-    """Verify the .tflite against LiteRT (default resolver) before it is written."""
-    from qcc.verify import verify_tflite
+def _verify_tflite(data: bytes, session):
+    """Verify the .tflite against LiteRT (default resolver, every integer tensor) before it is
+    written: on up to 8 calibration samples moved to the file's input layout and type, or 4
+    seeded random inputs."""
+    from qcc.interp.tflite.model import parse
+    from qcc.interp.tflite.verify import random_feeds, verify_tflite
+    from qcc.verify import VerifyFailed
 
-    return verify_tflite(data, model, session)
+    tfl = parse(data, "compiled model")
+    feeds, what = None, "random (seed 0)"
+    if session.calibration is not None:
+        n = min(8, session.calibration.count)
+        feeds = [_tflite_feed(tfl, session.calibration.get(i)) for i in range(n)]
+        if any(f is None for f in feeds):
+            feeds = None
+        else:
+            what = f"{n} calibration samples"
+    if feeds is None:
+        feeds = random_feeds(tfl, 4)
+    report = verify_tflite(tfl, feeds, tensors="all", name="compiled model", data=what)
+    if not report.ok:
+        bad = report.integer_mismatches
+        raise VerifyFailed(
+            f"--verify: {len(bad)} integer tensor(s) differ between LiteRT and the "
+            f"interpreter (first: {bad[0].name!r}, {bad[0].mismatches} element(s), max "
+            f"{bad[0].max_diff:g} LSB); nothing was written",
+            hint="run qcc verify on a model compiled without --verify for the full table",
+        )
+    return report
+
+
+def _tflite_feed(tfl, sample: Mapping[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+    """An ONNX-layout sample as the .tflite's inputs take it (NCHW -> NHWC, quantized for int8
+    inputs), or None when an input cannot be matched."""
+    feed = {}
+    for i in tfl.inputs:
+        t = tfl.tensors[i]
+        a = sample.get(t.name)
+        if a is None:
+            return None
+        if (
+            a.shape != tuple(t.shape)
+            and a.ndim == 4
+            and a.transpose(0, 2, 3, 1).shape == tuple(t.shape)
+        ):
+            a = a.transpose(0, 2, 3, 1)
+        if a.shape != tuple(t.shape):
+            return None
+        if t.dtype.kind in "iu" and t.quant is not None:
+            info = np.iinfo(t.dtype)
+            a = np.clip(np.rint(a / t.q.s) + t.q.zp, info.min, info.max)
+        feed[t.name] = np.ascontiguousarray(a).astype(t.dtype)
+    return feed
 
 
 def _verify(model, session):

@@ -82,3 +82,39 @@ def test_writing_onnx_with_a_tflite_recipe_gives_its_int8_qdq_model(cli, tmp_pat
     zps = [i for i in m.graph.initializer if i.name.endswith("zero_point")]
     types = {z.data_type for z in zps}  # int8 activations and weights, int32 biases
     assert types == {onnx.TensorProto.INT8, onnx.TensorProto.INT32}
+
+
+def test_compile_verify_checks_the_tflite_against_litert_before_writing(cli, tmp_path):
+    out = tmp_path / "d.tflite"
+    code, stdout, stderr = cli(
+        "compile", DIGITS / "model.onnx", "--calib", DIGITS / "calib.npy", "-o", out, "--verify"
+    )
+    assert code == 0, stderr
+    assert "verified against LiteRT on 8 calibration samples: 11/11 integer tensors" in stdout
+    assert out.exists()
+
+
+def test_compile_verify_writes_nothing_when_an_integer_tensor_differs(cli, tmp_path, monkeypatch):
+    from qcc.interp.tflite.registry import _REG
+
+    specs = [*_REG["MAX_POOL_2D"]]
+    monkeypatch.setitem(_REG, "MAX_POOL_2D", specs)
+    for i, spec in enumerate(specs):  # every arithmetic's kernel one LSB up at one element
+        specs[i] = type(spec)(spec.op, _plus_one(spec.fn), spec.arith, spec.exact)
+    out = tmp_path / "d.tflite"
+    code, _, stderr = cli(
+        "compile", DIGITS / "model.onnx", "--calib", DIGITS / "calib.npy", "-o", out, "--verify"
+    )
+    assert code == 1
+    assert "integer tensor(s) differ between LiteRT and the interpreter" in stderr
+    assert "nothing was written" in stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def _plus_one(fn):
+    def wrapped(*args, **kwargs):
+        y = np.array(fn(*args, **kwargs))
+        y.flat[0] = y.flat[0] + 1 if y.flat[0] < 127 else 126
+        return y
+
+    return wrapped
