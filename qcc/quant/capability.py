@@ -85,20 +85,25 @@ _SHARED_OPS = {
 _UNARY_OPS = {"AveragePool", "GlobalAveragePool", "Sigmoid", "LeakyRelu", "Softmax"}
 
 
+def _conv(node: Node, weight_axis: int) -> OpCapability:
+    """A convolution with constant weights (and bias) is linear; otherwise it stays float."""
+    if constant_value(node.input(1)) is None:
+        return dataclasses.replace(_FLOAT, reason="weights are not constant")
+    ins = [(0, Role.ACTIVATION), (1, Role.WEIGHT)]
+    if node.input(2) is not None:
+        if constant_value(node.input(2)) is None:
+            return dataclasses.replace(_FLOAT, reason="bias is not constant")
+        ins.append((2, Role.BIAS))
+    return OpCapability(Kind.LINEAR, tuple(ins), weight_axis=weight_axis)
+
+
 def ort_x86(node: Node) -> OpCapability:
     """What onnxruntime's x86 CPU provider can do with ``node`` in QDQ form."""
     op = node.op_type
     if node.domain:
         return dataclasses.replace(_FLOAT, reason=f"custom domain {node.domain}")
     if op == "Conv":
-        if constant_value(node.input(1)) is None:
-            return dataclasses.replace(_FLOAT, reason="weights are not constant")
-        ins = [(0, Role.ACTIVATION), (1, Role.WEIGHT)]
-        if node.input(2) is not None:
-            if constant_value(node.input(2)) is None:
-                return dataclasses.replace(_FLOAT, reason="bias is not constant")
-            ins.append((2, Role.BIAS))
-        return OpCapability(Kind.LINEAR, tuple(ins), weight_axis=0)
+        return _conv(node, weight_axis=0)
     if op == "MatMul":
         w = constant_value(node.input(1))
         if w is not None and w.ndim == 2:
@@ -147,16 +152,9 @@ def tflite(node: Node) -> OpCapability:
     if node.domain:
         return dataclasses.replace(_FLOAT, reason=f"custom domain {node.domain}")
     if op in ("Conv", "ConvTranspose"):
-        if constant_value(node.input(1)) is None:
-            return dataclasses.replace(_FLOAT, reason="weights are not constant")
         if op == "Conv" and len(node.input(1).shape or ()) != 4:
             return dataclasses.replace(_FLOAT, reason="TFLite converts 2-D convolutions only")
-        ins = [(0, Role.ACTIVATION), (1, Role.WEIGHT)]
-        if node.input(2) is not None:
-            if constant_value(node.input(2)) is None:
-                return dataclasses.replace(_FLOAT, reason="bias is not constant")
-            ins.append((2, Role.BIAS))
-        return OpCapability(Kind.LINEAR, tuple(ins), weight_axis=0 if op == "Conv" else 1)
+        return _conv(node, weight_axis=0 if op == "Conv" else 1)  # ConvTranspose: [Cin, Cout..]
     if op in ("MatMul", "Gemm"):
         return ort_x86(node)  # FULLY_CONNECTED (constant B) or BATCH_MATMUL, same roles
     if op in ("Add", "Sub", "Mul"):
