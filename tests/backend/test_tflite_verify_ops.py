@@ -1,0 +1,40 @@
+"""Each op the backend writes, on the same tiny QDQ graphs as test_tflite_ops.py: the .tflite it
+writes, run by LiteRT and by qcc's interpreter, is bit-exact on every integer tensor under the
+default (XNNPACK) and the reference resolver (`qcc verify --tensors all`), and the interpreter
+assigns each operator to XNNPACK exactly as LiteRT does."""
+
+from __future__ import annotations
+
+import zlib
+
+import pytest
+
+from qcc.backend.tflite import convert
+from qcc.interp.tflite.model import parse
+from qcc.interp.tflite.verify import random_feeds, verify_tflite
+from tests.backend.qdq import G
+from tests.backend.test_tflite_ops import CASES
+
+# LiteRT keeps some int8 ADDs with a constant operand out of XNNPACK by a rule not yet found
+# (a [1,1,1,C] or [1,H,1,1] constant: builtin kernels; [1,1,W,1]: XNNPACK); the values still
+# agree, so only the partition check fails. strict: fixing the rule turns this into a failure.
+_PARTITION_UNKNOWN = {("add_broadcast_const", "tflite-xnnpack")}
+
+
+@pytest.mark.parametrize("profile", ["tflite-xnnpack", "tflite-ref"])
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_interpreter_matches_litert_on_the_backends_output(
+    name: str, profile: str, request
+) -> None:
+    if (name, profile) in _PARTITION_UNKNOWN:
+        request.applymarker(pytest.mark.xfail(strict=True, reason="XNNPACK partition rule"))
+    build, _, _ = CASES[name]
+    g = G(seed=zlib.crc32(name.encode()) % 1000)
+    build(g)
+    tfl = parse(convert(g.model(), source=f"{name}.onnx"), f"{name}.tflite")
+    report = verify_tflite(tfl, random_feeds(tfl, 2), profile=profile, tensors="all")
+    compared = [r for r in report.results if r.exact]
+    assert compared, "no integer tensor was compared"
+    bad = [(r.name, r.mismatches, r.max_diff) for r in report.integer_mismatches]
+    assert bad == []  # bit-exact on every integer tensor
+    assert report.delegation_differs == []
