@@ -64,17 +64,19 @@ def quantize_multipliers(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return m, s
 
 
-def srdhm(a: np.ndarray, b: np.ndarray | int) -> np.ndarray:
-    """gemmlowp ``SaturatingRoundingDoublingHighMul`` on int32 values (held in int64)."""
+def srdhm(a: np.ndarray, b: np.ndarray | int, bits: int = 32) -> np.ndarray:
+    """gemmlowp ``SaturatingRoundingDoublingHighMul`` on int32 values (held in int64); with
+    ``bits=16`` the int16 version (TFLite's HARD_SWISH)."""
     a = np.asarray(a, I64)
     b = np.asarray(b, I64)
     ab = a * b
-    nudge = np.where(ab >= 0, 1 << 30, 1 - (1 << 30))
+    half = 1 << (bits - 2)
+    nudge = np.where(ab >= 0, half, 1 - half)
     t = ab + nudge
-    q = np.abs(t) >> 31
+    q = np.abs(t) >> (bits - 1)
     r = np.where(t < 0, -q, q)  # C division truncates toward zero
-    overflow = (a == -(2**31)) & (b == -(2**31))
-    return np.where(overflow, 2**31 - 1, r)
+    lo = -(1 << (bits - 1))
+    return np.where((a == lo) & (b == lo), -lo - 1, r)
 
 
 def rdbpot(x: np.ndarray, exponent: np.ndarray | int) -> np.ndarray:
@@ -115,10 +117,6 @@ def wrap32(v: np.ndarray) -> np.ndarray:
     return ((v + 2**31) % 2**32) - 2**31
 
 
-def clamp_to(v: np.ndarray, lo: int, hi: int, dtype: np.dtype) -> np.ndarray:
-    return np.clip(v, lo, hi).astype(dtype)
-
-
 # --------------------------------------------------------------------------- activation ranges
 
 _ACT_FLOAT = {
@@ -129,12 +127,16 @@ _ACT_FLOAT = {
 }
 
 
-def act_range_tflite(act: str, scale: float, zp: int, dtype: np.dtype) -> tuple[int, int]:
-    """``CalculateActivationRangeQuantized``: ``zp + (int)round(f32(v / scale))``."""
-    lo, hi = QRANGE[np.dtype(dtype)]
+def _act_bounds(act: str, dtype: np.dtype) -> tuple[int, int, float, float]:
+    """The integer range of ``dtype`` and the float bounds of fused activation ``act``."""
     if act not in _ACT_FLOAT:
         raise ValueError(f"fused activation {act} is not supported")
-    a, b = _ACT_FLOAT[act]
+    return (*QRANGE[np.dtype(dtype)], *_ACT_FLOAT[act])
+
+
+def act_range_tflite(act: str, scale: float, zp: int, dtype: np.dtype) -> tuple[int, int]:
+    """``CalculateActivationRangeQuantized``: ``zp + (int)round(f32(v / scale))``."""
+    lo, hi, a, b = _act_bounds(act, dtype)
 
     def q(v: float) -> int:
         return zp + int(round_half_away(np.float64(F32(F32(v) / F32(scale)))))
@@ -148,10 +150,7 @@ def act_range_tflite(act: str, scale: float, zp: int, dtype: np.dtype) -> tuple[
 
 def act_range_xnnpack(act: str, scale: float, zp: int, dtype: np.dtype) -> tuple[int, int]:
     """XNNPACK ``xnn_qs8_quantize``: ``lrintf(clamp(f32(f32(v / scale) + zp)))``."""
-    lo, hi = QRANGE[np.dtype(dtype)]
-    if act not in _ACT_FLOAT:
-        raise ValueError(f"fused activation {act} is not supported")
-    a, b = _ACT_FLOAT[act]
+    lo, hi, a, b = _act_bounds(act, dtype)
 
     def q(v: float) -> int:
         with np.errstate(over="ignore"):

@@ -47,8 +47,6 @@ _F32 = _QS8 | {
     "HARD_SWISH",
     "RELU",
     "RELU6",
-    "BATCH_MATMUL",
-    "STRIDED_SLICE",
     "DIV",
     "SQRT",
     "RSQRT",

@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from qcc.interp.kernels.quant import conv_accumulate
+from qcc.interp.kernels.quant import conv_accumulate, im2col
 from qcc.interp.registry import InterpError
 from qcc.interp.tflite.arith import (
     F32,
@@ -100,23 +100,11 @@ def _same_pads(in_sz: int, k: int, stride: int, dil: int, padding: str) -> tuple
 
 def _conv_acc(c: Call, x: np.ndarray, w_ochw: np.ndarray, group: int) -> np.ndarray:
     """Exact ``sum (x - zx) * w`` of an NHWC input and ``[O, C/group, KH, KW]`` weights."""
-    o = c.opts
-    sh, sw = o.get("stride_h", 1), o.get("stride_w", 1)
-    dh, dw = o.get("dilation_h_factor", 1) or 1, o.get("dilation_w_factor", 1) or 1
-    kh, kw = w_ochw.shape[2:]
-    pt, pb, oh = _same_pads(x.shape[1], kh, sh, dh, o.get("padding", "VALID"))
-    pl, pr, ow = _same_pads(x.shape[2], kw, sw, dw, o.get("padding", "VALID"))
-    if oh <= 0 or ow <= 0:
-        raise InterpError(f"kernel {kh}x{kw} does not fit input {list(x.shape)}")
+    strides, dils, (pt, pb, pl, pr), _ = _geometry(c, x.shape, *w_ochw.shape[2:])
     zx = c.ins[0].q.zp if _is_q(c.ins[0]) else 0
     xc = np.moveaxis(x, 3, 1).astype(F32) - F32(zx)
     acc = conv_accumulate(
-        xc,
-        w_ochw,
-        group=group,
-        strides=[sh, sw],
-        dilations=[dh, dw],
-        pads=[pt, pl, pb, pr],
+        xc, w_ochw, group=group, strides=list(strides), dilations=list(dils), pads=[pt, pl, pb, pr]
     )
     return np.moveaxis(acc, 1, 3)
 
@@ -268,16 +256,10 @@ def _centre_w(c: Call, w: np.ndarray) -> np.ndarray:
 
 def _conv_acc_float(c: Call, x: np.ndarray, w_ochw: np.ndarray, group: int) -> np.ndarray:
     """A float64 convolution (one rounding at the end): close to LiteRT, not its order."""
-    o = c.opts
-    sh, sw = o.get("stride_h", 1), o.get("stride_w", 1)
-    dh, dw = o.get("dilation_h_factor", 1) or 1, o.get("dilation_w_factor", 1) or 1
     kh, kw = w_ochw.shape[2:]
-    pt, pb, _ = _same_pads(x.shape[1], kh, sh, dh, o.get("padding", "VALID"))
-    pl, pr, _ = _same_pads(x.shape[2], kw, sw, dw, o.get("padding", "VALID"))
-    from qcc.interp.kernels.quant import im2col
-
+    strides, dils, (pt, pb, pl, pr), _ = _geometry(c, x.shape, kh, kw)
     xc = np.moveaxis(x, 3, 1).astype(np.float64)
-    cols = im2col(xc, (kh, kw), [sh, sw], [dh, dw], [pt, pl, pb, pr])
+    cols = im2col(xc, (kh, kw), list(strides), list(dils), [pt, pl, pb, pr])
     n, cin = xc.shape[:2]
     osp = cols.shape[3:]
     cg = cin // group
@@ -371,11 +353,15 @@ def transpose_conv(c: Call, out_shape, w, x, b=None):
         wc = _weights(c, "w", lambda: _centre_w(c, np.asarray(w)))
     full_h = (ih - 1) * sh + kh
     full_w = (iw - 1) * sw + kw
-    acc = np.zeros((n, max(full_h, pt + oh), max(full_w, pl + ow), oc), np.float64)
+    integer = x.dtype.kind != "f"
+    acc = np.zeros(
+        (n, max(full_h, pt + oh), max(full_w, pl + ow), oc), I64 if integer else np.float64
+    )
     for i in range(kh):
         for j in range(kw):
-            # [N, IH, IW, C] x [O, C] -> [N, IH, IW, O]
-            contrib = np.matmul(xc, wc[:, i, j, :].T)
+            # [N, IH, IW, C] x [O, C] -> [N, IH, IW, O]; integer sums exact (LiteRT: int32)
+            wij = wc[:, i, j, :].T
+            contrib = _matmul_exact(xc, wij) if integer else np.matmul(xc, wij)
             acc[:, i : i + (ih - 1) * sh + 1 : sh, j : j + (iw - 1) * sw + 1 : sw] += contrib
     acc = acc[:, pt : pt + oh, pl : pl + ow]
     bias_i = 3
@@ -383,7 +369,6 @@ def transpose_conv(c: Call, out_shape, w, x, b=None):
         if len(c.ins) > bias_i and c.ins[bias_i] is not None and c.ins[bias_i].data is not None:
             acc = acc + c.ins[bias_i].data.astype(np.float64)
         return _float_act(c, acc.astype(F32))
-    acc = np.rint(acc).astype(I64)
     if len(c.ins) > bias_i and c.ins[bias_i] is not None and c.ins[bias_i].data is not None:
         acc = acc + c.ins[bias_i].data.astype(I64)
     acc = wrap32(acc)
@@ -594,17 +579,6 @@ def _leaky_relu_int(c: Call, x: np.ndarray, alpha: np.float32) -> np.ndarray:
     return np.clip(out, lo, hi).astype(c.out.dtype)
 
 
-def _srdhm16(a: np.ndarray, b: np.ndarray | int) -> np.ndarray:
-    a = np.asarray(a, I64)
-    b = np.asarray(b, I64)
-    ab = a * b
-    nudge = np.where(ab >= 0, 1 << 14, 1 - (1 << 14))
-    t = ab + nudge
-    q = np.abs(t) >> 15
-    r = np.where(t < 0, -q, q)
-    return np.where((a == -32768) & (b == -32768), 32767, r)
-
-
 def _sdhm16(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     ab = np.asarray(a, I64) * np.asarray(b, I64)
     q = np.abs(ab) >> 15
@@ -638,11 +612,11 @@ def _hard_swish_int(c: Call, x: np.ndarray) -> np.ndarray:
     om16, rm16 = _down16(om), _down16(rm)
     v = x.astype(I64) - qx.zp
     hi_in = _sat16(v * 128)
-    pre_out = _srdhm16(hi_in, om16)
+    pre_out = srdhm(hi_in, om16, bits=16)
     rel = hi_in
     if re_ > 0:
         rel = _sat16(rel * (1 << (re_ - 1)))
-    rel = _srdhm16(rel, rm16)
+    rel = srdhm(rel, rm16, bits=16)
     if re_ > 0:
         rel = _sat16(rel * 2)
     if re_ < 0:

@@ -56,9 +56,7 @@ class TFLiteInterpreter:
         check_profile(profile)
         self.profile = profile
         self.model = model if isinstance(model, TFLiteModel) else read(model)
-        m = self.model
-        if m.subgraphs > 1:
-            pass  # only the main subgraph runs; control flow operators have no kernel
+        m = self.model  # only the main subgraph runs; control flow operators have no kernel
         self.steps: list[TStep] = []
         missing: list[str] = []
         for op in m.operators:
