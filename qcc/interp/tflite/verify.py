@@ -87,8 +87,9 @@ def exposable(model: TFLiteModel) -> list[int]:
 # --------------------------------------------------------------------------- LiteRT
 
 
-def litert_interpreter(content: bytes, profile: str):
-    """A LiteRT interpreter under the resolver of ``profile``, tensors allocated."""
+def litert_interpreter(content: bytes, profile: str, path: str | None = None):
+    """A LiteRT interpreter under the resolver of ``profile``, tensors allocated; a
+    :class:`QccError` naming ``path`` when LiteRT refuses the model."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     try:
@@ -99,12 +100,14 @@ def litert_interpreter(content: bytes, profile: str):
         )
         it.allocate_tensors()
     except Exception as e:
-        raise QccError(f"LiteRT cannot load the model: {e}") from None
+        raise QccError(f"LiteRT cannot load the model: {e}", path=path) from None
     return it
 
 
 def litert_delegated(it) -> set[int]:
-    """Indices of the operators LiteRT handed to a delegate (from its ``DELEGATE`` nodes)."""
+    """Indices of the operators LiteRT handed to a delegate, read from the partition it reports:
+    each ``DELEGATE`` node's outputs are produced by the operators reachable backwards from
+    them without crossing the node's inputs."""
     details = it._get_ops_details()
     ops = [d for d in details if d["op_name"] != "DELEGATE"]
     producer = {int(t): d["index"] for d in ops for t in d["outputs"]}
@@ -246,7 +249,7 @@ def verify_tflite(
         raise QccError(f"--tensors takes 'outputs' or 'all', not {tensors!r}")
     extra = exposable(model) if tensors == "all" else []
     interp = TFLiteInterpreter(model, profile)
-    lite = litert_interpreter(with_outputs(model.content, extra), profile)
+    lite = litert_interpreter(with_outputs(model.content, extra), profile, model.path)
     differs: list[str] = []
     if profile == "tflite-xnnpack":
         theirs = litert_delegated(lite)
@@ -268,8 +271,14 @@ def verify_tflite(
         for nm, arr in feed.items():
             if nm not in in_details:
                 raise QccError(f"LiteRT has no input tensor {nm!r}", path=model.path)
-            lite.set_tensor(in_details[nm], arr)
-        lite.invoke()
+            try:
+                lite.set_tensor(in_details[nm], arr)
+            except ValueError as e:  # shape or dtype LiteRT does not take
+                raise QccError(f"LiteRT refuses input {nm!r}: {e}", path=model.path) from None
+        try:
+            lite.invoke()
+        except RuntimeError as e:
+            raise QccError(f"LiteRT failed to run the model: {e}", path=model.path) from None
         want = {d["name"]: lite.get_tensor(d["index"]).copy() for d in out_details}
         taint: dict[int, bool] = {}
 

@@ -10,6 +10,8 @@ import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as s
 
+from qcc.interp.tflite.verify import litert_delegated
+
 TYPES = {
     np.dtype(np.float32): s.TensorType.FLOAT32,
     np.dtype(np.int32): s.TensorType.INT32,
@@ -117,29 +119,10 @@ def litert(content: bytes, feeds: list[np.ndarray], profile: str = "tflite-xnnpa
 
 
 def delegated_ops(content: bytes) -> set[int]:
-    """Indices of the operators LiteRT's default resolver hands to the XNNPACK delegate.
-
-    Read from the partition LiteRT reports: each ``DELEGATE`` node's outputs are produced by the
-    operators reachable backwards from them without crossing the node's inputs.
-    """
+    """Indices of the operators LiteRT's default resolver hands to the XNNPACK delegate, read
+    from the partition LiteRT reports (the same reading ``qcc verify`` makes)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     it = Interpreter(model_content=content, experimental_op_resolver_type=OpResolverType.AUTO)
     it.allocate_tensors()
-    details = it._get_ops_details()
-    ops = [d for d in details if d["op_name"] != "DELEGATE"]
-    producer = {int(t): d["index"] for d in ops for t in d["outputs"]}
-    inputs_of = {d["index"]: [int(t) for t in d["inputs"]] for d in ops}
-    taken: set[int] = set()
-    for d in details:
-        if d["op_name"] != "DELEGATE":
-            continue
-        stop = {int(t) for t in d["inputs"]}
-        todo = [int(t) for t in d["outputs"]]
-        while todo:
-            t = todo.pop()
-            if t in stop or t not in producer or producer[t] in taken:
-                continue
-            taken.add(producer[t])
-            todo += inputs_of[producer[t]]
-    return taken
+    return litert_delegated(it)

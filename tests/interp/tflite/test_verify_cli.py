@@ -180,3 +180,16 @@ def test_missing_kernel_is_a_clear_error():
         r"\(FLOOR_MOD\)",
     ):
         TFLiteInterpreter(b.build([x], [y]), "tflite-ref")
+
+
+def test_a_model_litert_refuses_is_an_error_naming_the_file(cli, tmp_path):
+    b = Builder()
+    x1 = b.tensor("x1", [1, 2, 2, 3], np.int8, scale=0.05, zp=2)
+    x2 = b.tensor("x2", [1, 2, 2, 5], np.int8, scale=0.11, zp=-7)
+    y = b.tensor("y", [1, 2, 2, 8], np.int8, scale=0.05, zp=2)
+    b.op("CONCATENATION", [x1, x2], [y], "ConcatenationOptions", axis=3)
+    p = tmp_path / "refused.tflite"
+    p.write_bytes(b.build([x1, x2], [y]))
+    code, _out, err = cli("verify", p)
+    assert code != 0 and "Traceback" not in err
+    assert "refused.tflite" in err and "LiteRT cannot load the model" in err
