@@ -228,13 +228,15 @@ class Lowering:
 
     # -- graph inputs and outputs ------------------------------------------------------------
 
+    def _io_perm(self, name: str, rank: int) -> tuple[int, ...]:
+        """The physical order of a graph input or output: NHWC for rank 4 unless kept NCHW."""
+        return layout.identity(rank) if name in self.keep else layout.preferred(rank)
+
     def _graph_inputs(self) -> None:
         g = self.g
         for name in g.inputs:
             shape = g.shape(name)
-            perm = (
-                layout.identity(len(shape)) if name in self.keep else layout.preferred(len(shape))
-            )
+            perm = self._io_perm(name, len(shape))
             dtype = str(g.dtypes.get(name, np.dtype(np.float32)))
             uses = g.uses(name)
             if (
@@ -261,9 +263,7 @@ class Lowering:
         g = self.g
         for name in g.outputs:
             shape = g.shape(name)
-            want = (
-                layout.identity(len(shape)) if name in self.keep else layout.preferred(len(shape))
-            )
+            want = self._io_perm(name, len(shape))
             if self.io == "int8" and name in self.dq and self.dq[name].const is None:
                 a = self.int_in(name, None)
             elif name in self.dq or name in self.acts:

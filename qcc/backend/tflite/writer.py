@@ -169,8 +169,8 @@ class TFLiteModel:
         name = b.CreateString("main")
         t_vec = _offsets(b, M.SubGraphStartTensorsVector, tensors)
         o_vec = _offsets(b, M.SubGraphStartOperatorsVector, ops)
-        in_vec = b.CreateNumpyVector(np.asarray(self.inputs, dtype=np.int32))
-        out_vec = b.CreateNumpyVector(np.asarray(self.outputs, dtype=np.int32))
+        in_vec = _int32s(b, self.inputs)
+        out_vec = _int32s(b, self.outputs)
         M.SubGraphStart(b)
         M.SubGraphAddTensors(b, t_vec)
         M.SubGraphAddInputs(b, in_vec)
@@ -192,18 +192,14 @@ class TFLiteModel:
             codes.append(C.OperatorCodeEnd(b))
 
         metas = []
-        for key, value in self.metadata.items():
-            self.buffers.append(value.encode())
-            buf = self._buffer(b, self.buffers[-1])
-            buffers.append(buf)
-            MD = _mod("Metadata")
+        MD = _mod("Metadata")
+        for key, value in self.metadata.items():  # buffers after the model's own
+            buffers.append(self._buffer(b, value.encode()))
             n = b.CreateString(key)
             MD.MetadataStart(b)
             MD.MetadataAddName(b, n)
             MD.MetadataAddBuffer(b, len(buffers) - 1)
             metas.append(MD.MetadataEnd(b))
-        if self.metadata:  # keep the model reusable: serialize() twice gives the same bytes
-            del self.buffers[len(self.buffers) - len(self.metadata) :]
 
         M = _mod("Model")
         desc = b.CreateString(self.description)
@@ -242,7 +238,7 @@ class TFLiteModel:
     def _tensor(self, b: flatbuffers.Builder, t: Tensor) -> int:
         T = _mod("Tensor")
         name = b.CreateString(t.name)
-        shape = b.CreateNumpyVector(np.asarray(t.shape, dtype=np.int32))
+        shape = _int32s(b, t.shape)
         quant = None
         if t.quant is not None:
             Q = _mod("QuantizationParameters")
@@ -271,8 +267,8 @@ class TFLiteModel:
             opts = _options(b, table, fields)
             opts_type = int(getattr(_mod("BuiltinOptions").BuiltinOptions, table))
         op_mod = _mod("Operator")
-        ins = b.CreateNumpyVector(np.asarray(o.inputs, dtype=np.int32))
-        outs = b.CreateNumpyVector(np.asarray(o.outputs, dtype=np.int32))
+        ins = _int32s(b, o.inputs)
+        outs = _int32s(b, o.outputs)
         op_mod.OperatorStart(b)
         op_mod.OperatorAddOpcodeIndex(b, opcode)
         op_mod.OperatorAddInputs(b, ins)
@@ -307,6 +303,11 @@ class TFLiteModel:
         return S.SignatureDefEnd(b)
 
 
+def _int32s(b: flatbuffers.Builder, values: Any) -> int:
+    """An int32 vector (tensor indices, shapes, option lists)."""
+    return b.CreateNumpyVector(np.asarray(values, dtype=np.int32))
+
+
 def _offsets(b: flatbuffers.Builder, start: Any, items: Sequence[int]) -> int:
     start(b, len(items))
     for off in reversed(items):
@@ -320,7 +321,7 @@ def _options(b: flatbuffers.Builder, table: str, fields: Mapping[str, Any]) -> i
     vectors = {}
     for key, value in fields.items():
         if isinstance(value, (list, tuple, np.ndarray)):
-            vectors[key] = b.CreateNumpyVector(np.asarray(value, dtype=np.int32))
+            vectors[key] = _int32s(b, value)
     getattr(M, f"{table}Start")(b)
     for key, value in fields.items():
         add = getattr(M, f"{table}Add{key}")
