@@ -208,6 +208,12 @@ def load_feeds(
         shape = tuple(t.shape)
         if a.dtype != t.dtype:
             raise QccError(f"input tensor {t.name!r} is {t.dtype}, data is {a.dtype}", path=p)
+        if a.ndim == 0:
+            raise QccError(
+                f"input tensor {t.name!r} has shape {list(shape)}: data must be "
+                f"[N, {', '.join(map(str, shape))}], got a scalar",
+                path=p,
+            )
         if a.shape[1:] == shape:
             pass
         elif shape and shape[0] == 1 and a.shape[1:] == shape[1:]:

@@ -157,6 +157,9 @@ def test_run_rejects_wrong_data(cli, model_file, tmp_path):
     np.save(p, np.zeros((2, 6, 3, 6), np.float32))
     code, _out, err = cli("run", model_file, "--data", p, "-o", tmp_path / "o.npz")
     assert code == 2 and "data must be [N, 1, 6, 6, 3]" in err
+    np.save(p, np.float32(1.0))
+    code, _out, err = cli("run", model_file, "--data", p, "-o", tmp_path / "o.npz")
+    assert code == 2 and "data must be [N, 1, 6, 6, 3], got a scalar" in err
     code, _out, err = cli(
         "run", model_file, "--data", p, "--profile", "ort-x86", "-o", tmp_path / "o.npz"
     )
