@@ -331,13 +331,21 @@ class _Quantizer:
         return out
 
     def fixed_output(self, members: list[Value]) -> tuple[float, int] | None:
-        """The (scale, zero point) the target fixes for one of ``members`` (TFLite's LOGISTIC,
-        SOFTMAX and TANH outputs), or None."""
+        """The (scale, zero point) the target fixes for a group whose sources are all outputs
+        of one kind of fixed-output op (TFLite's LOGISTIC, SOFTMAX and TANH), or None.
+
+        A group that also has other sources (a Concat of box coordinates and sigmoid scores)
+        takes its parameters from the ranges: fixing them would clip the other sources to the
+        sigmoid's [0, 1); the backend requantizes the op's fixed output into the group's."""
+        fixed = set()
         for v in members:
             p = v.producer
-            if p is not None and self.quantized(p) and p.op_type in self.cap.fixed_outputs:
-                return self.cap.fixed_outputs[p.op_type]
-        return None
+            if p is not None and self.kind.get(p) is Kind.SHARED:
+                continue
+            if p is None or not self.quantized(p) or p.op_type not in self.cap.fixed_outputs:
+                return None
+            fixed.add(self.cap.fixed_outputs[p.op_type])
+        return fixed.pop() if len(fixed) == 1 else None
 
     def range_of(self, v: Value) -> tuple[float, float] | None:
         if v.const is not None:

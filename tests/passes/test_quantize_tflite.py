@@ -114,3 +114,29 @@ def test_tflite_target_refuses_uint8_activations():
         quantize_tflite(net(), [{"x": rand(1, 3, 8, 8)}], activations=a8)
     assert "the tflite target has integer kernels for int8 activations only" in str(e.value)
     assert "scheme a8 = int8 asymmetric per_tensor" in str(e.value)
+
+
+def test_a_concat_of_sigmoid_scores_and_boxes_is_not_clipped_to_the_sigmoid_range():
+    # a detector head: boxes (a conv, range about +-4) concatenated with sigmoid scores. The
+    # concat shares one scale with its inputs; the sigmoid's fixed (1/256, -128) would clip
+    # the boxes to [0, 1), so the group takes its range and the backend requantizes
+    proto = make_model(
+        [
+            helper.make_node("Conv", ["x", "wb"], ["box"]),
+            helper.make_node("Conv", ["x", "ws"], ["logit"]),
+            helper.make_node("Sigmoid", ["logit"], ["score"]),
+            helper.make_node("Concat", ["box", "score"], ["y"], axis=1),
+        ],
+        {"x": (F, [1, 3, 4, 4])},
+        {"y": (F, [1, 5, 4, 4])},
+        {"wb": rand(4, 3, 1, 1, scale=2.0), "ws": rand(1, 3, 1, 1)},
+    )
+    feeds = [{"x": rand(1, 3, 4, 4)} for _ in range(8)]
+    m = quantize_tflite(proto, feeds)
+    qp = q_params(m)
+    assert qp["box"] == qp["score"] == qp["y"]
+    scale, zp, _ = qp["y"]
+    assert scale * (-128 - zp) < -1.0  # the negative box coordinates are representable
+    want = ort_run(proto, feeds[0])[0]
+    got = ort_run(lower_model(m), feeds[0])[0]
+    assert np.abs(got - want).max() <= scale  # within one step everywhere, boxes included
