@@ -71,6 +71,9 @@ def _lark() -> Lark:
         maybe_placeholders=True,
         postlex=_Separators(),
         start=["start", "value"],
+        # the grammar analysis is cached in the temp directory, keyed by grammar and options:
+        # a second compile loads the parser in ~0.05 s instead of ~1 s
+        cache=True,
     )
 
 
