@@ -5,9 +5,13 @@ Every formula here is the one ``../shared/ARITHMETIC.md`` measured against onnxr
 hypothesis. Conventions:
 
 - ``f32(.)`` rounding is numpy float32 arithmetic; ``rint`` is ``np.rint`` (half to even).
-- Integer accumulation is exact: operands are centred (``x - zx``) in float64, and a float64 GEMM
-  is exact while ``|acc| < 2**53``, which int8 products over any realistic K satisfy. That lets
-  BLAS do the work; the sum is converted back to int64 afterwards.
+- Integer accumulation is exact: operands are centred (``x - zx``, exact in float32) and BLAS
+  sums them in float32 while every partial sum stays below ``2**24`` (the reduction is chunked
+  so that it does, the chunks added in float64, exact below ``2**53``). Accumulators stay float
+  arrays of exact integers; nothing converts them to int64 unless int32 wrap-around is reached.
+- Speed without changing a bit: derived constants (centred weights, requantization tables, the
+  256x256 result tables of QLinearAdd/Mul, whose output depends only on the two input bytes)
+  are computed once per constant array and reused across samples (:func:`_memo`).
 - Requantization ``y = sat(rint(f32(f32(acc) * scale)) + zy)`` with
   ``scale = f32(f32(sx * sw[c]) / sy)``.
 - ``fma`` is a float32 fused multiply-add, emulated exactly (:func:`qcc.interp.kernels.mlas.fma`).
@@ -19,6 +23,7 @@ units into the QLinear ops below exactly where onnxruntime does.
 from __future__ import annotations
 
 import math
+import weakref
 
 import numpy as np
 
@@ -65,9 +70,27 @@ def _axis_shape(param: np.ndarray, ndim: int, axis: int) -> np.ndarray:
     return p.reshape(shape)
 
 
-def saturate_rint(f: np.ndarray, zp: np.ndarray | int, dtype: np.dtype) -> np.ndarray:
-    """``sat(rint(f) + zp)`` in the integer ``dtype``; ``f`` is float32 or float64."""
+def saturate_rint(
+    f: np.ndarray, zp: np.ndarray | int, dtype: np.dtype, *, inplace: bool = False
+) -> np.ndarray:
+    """``sat(rint(f) + zp)`` in the integer ``dtype``; ``f`` is float32 or float64; NaN gives 0.
+
+    For types of at most 16 bits the sum is formed in float32: ``rint(f)`` is an integer and
+    ``zp`` is below ``2**24``, so the sum is exact wherever it lies inside the type's range, and a
+    sum outside it stays outside after rounding, so saturation gives the same result.
+    ``inplace`` lets it overwrite ``f`` (a temporary of the caller's).
+    """
     lo, hi = qrange(dtype)
+    f = np.asarray(f)
+    if f.dtype == F32 and hi - lo < 2**17:
+        r = np.rint(f, out=f) if inplace and f.ndim else np.rint(f)
+        z = np.asarray(zp)
+        if z.ndim or int(z) != 0:
+            r = np.add(r, z.astype(F32), out=_out(r, z))
+        r = np.clip(r, lo, hi, out=r if r.ndim else None)
+        if r.size and np.isnan(r.max()):
+            r = np.where(np.isnan(r), F32(0), r)
+        return r.astype(dtype)
     r = np.rint(f).astype(np.float64) + np.asarray(zp, dtype=np.float64)
     r = np.clip(r, lo, hi)
     if r.dtype.kind == "f":
@@ -76,9 +99,60 @@ def saturate_rint(f: np.ndarray, zp: np.ndarray | int, dtype: np.dtype) -> np.nd
 
 
 def requantize(acc: np.ndarray, scale: np.ndarray, zp: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """MLAS requantization: ``sat(rint(f32(f32(acc) * scale)) + zp)``."""
-    f = acc.astype(F32) * _f32(scale)
-    return saturate_rint(f, zp, dtype)
+    """MLAS requantization: ``sat(rint(f32(f32(acc) * scale)) + zp)``.
+
+    ``acc`` holds integers, as an integer array or a float array of exact integer values (the
+    float32 conversion rounds either to the same nearest float32).
+    """
+    f = acc.astype(F32)
+    s = _f32(scale)
+    return saturate_rint(np.multiply(f, s, out=_out(f, s)), zp, dtype, inplace=True)
+
+
+def _out(dst: np.ndarray, other: np.ndarray) -> np.ndarray | None:
+    """``dst`` when a binary op with ``other`` can write into it (same result shape), else None."""
+    return dst if np.broadcast_shapes(dst.shape, np.shape(other)) == dst.shape else None
+
+
+_MEMO: dict[tuple, tuple] = {}
+
+
+def _frozen(a: object) -> bool:
+    """A read-only array whose bases are read-only too: a graph constant, safe to key on."""
+    while isinstance(a, np.ndarray):
+        if a.flags.writeable:
+            return False
+        a = a.base
+    return True
+
+
+def _freeze(a: np.ndarray) -> np.ndarray:
+    """Mark a derived constant read-only (so that it can be memoized on in turn)."""
+    a.flags.writeable = False
+    return a
+
+
+def _memo(tag: str, arrays: tuple, make):
+    """``make()``, computed once per identity of the constant ``arrays`` (``None`` allowed).
+
+    Graph constants are read-only arrays that live as long as the model, so a value derived from
+    them (a centred weight, a requantization table) is kept until one of them is freed (weak
+    references) and reused for every sample. Arrays that are not read-only are never keyed on.
+    """
+    arrs = tuple(a for a in arrays if a is not None)
+    if not all(isinstance(a, np.ndarray) and _frozen(a) for a in arrs):
+        return make()
+    key = (tag, *(id(a) for a in arrays))
+    hit = _MEMO.get(key)
+    if hit is not None and all(r() is a for r, a in zip(hit[0], arrs, strict=True)):
+        return hit[1]
+    val = make()
+
+    def drop(_ref, key=key):
+        _MEMO.pop(key, None)
+
+    _MEMO[key] = (tuple(weakref.ref(a, drop) for a in arrs), val)
+    return val
 
 
 # --------------------------------------------------------------------------- Q / DQ
@@ -121,7 +195,7 @@ def quantize_linear(
     s = _axis_shape(_f32(y_scale), x.ndim, axis)
     zp = _axis_shape(_zp(y_zero_point, dtype.type), x.ndim, axis)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        return saturate_rint(x / s, zp, dtype)
+        return saturate_rint(x / s, zp, dtype, inplace=True)
 
 
 @kernel("DequantizeLinear", since=10)
@@ -139,6 +213,12 @@ def dequantize_linear(
     x = np.asarray(x)
     s = _axis_shape(_f32(x_scale), x.ndim, axis)
     zp = _axis_shape(_zp(x_zero_point, x.dtype.type), x.ndim, axis)
+    if x.dtype.itemsize <= 2 and x.dtype.kind in "ui" and zp.dtype.itemsize <= 2:
+        # 16-bit integers and their difference are exact in float32
+        d = x.astype(F32)
+        if zp.ndim or int(zp) != 0:
+            d = np.subtract(d, zp.astype(F32), out=_out(d, zp))
+        return np.multiply(d, s, out=_out(d, s))
     return (x.astype(np.int64) - zp.astype(np.int64)).astype(F32) * s
 
 
@@ -188,10 +268,44 @@ def im2col(
     ]
     if any(o <= 0 for o in out):
         raise InterpError(f"kernel {kernel} does not fit the padded input {xp.shape[2:]}")
+    if all(k == 1 for k in kernel):  # a 1x1 kernel reads the (strided) input itself
+        idx = tuple(slice(None, (o - 1) * st + 1, st) for o, st in zip(out, strides, strict=True))
+        return xp[(slice(None), slice(None), *idx)][:, :, None]
     cols = np.empty((x.shape[0], x.shape[1], math.prod(kernel), *out), dtype=x.dtype)
     for k, _, idx in _taps(kernel, out, strides, dilations):
         cols[:, :, k] = xp[(slice(None), slice(None), *idx)]
     return cols
+
+
+def _absmax(a: np.ndarray) -> float:
+    """``max |a|`` without a temporary array (0 for an empty array)."""
+    if a.size == 0:
+        return 0.0
+    return float(max(a.max(), -a.min()))
+
+
+def exact_matmul(a: np.ndarray, b: np.ndarray, prod_max: float) -> np.ndarray:
+    """``a @ b`` of integer-valued float32 operands, exact; ``prod_max`` bounds ``|a_ik * b_kj|``.
+
+    One float32 GEMM when every partial sum stays below ``2**24`` (each is then an exactly
+    representable integer, whatever order BLAS adds in); otherwise float32 GEMMs over chunks of
+    the reduction that keep that bound, added in float64; float64 when single products are too big.
+    The result is float32 or float64, holding exact integers.
+    """
+    k = a.shape[-1]
+    if prod_max * k < 2**24:
+        return np.matmul(a, b)
+    chunk = int((2**24 - 1) // max(prod_max, 1))
+    if chunk < 2:
+        return np.matmul(a.astype(np.float64), b.astype(np.float64))
+    acc = None
+    for s in range(0, k, chunk):
+        part = np.matmul(a[..., s : s + chunk], b[..., s : s + chunk, :])
+        if acc is None:
+            acc = part.astype(np.float64)
+        else:
+            acc += part
+    return acc
 
 
 def conv_accumulate(
@@ -202,11 +316,12 @@ def conv_accumulate(
     strides: list[int],
     dilations: list[int],
     pads: list[int],
+    prod_max: float | None = None,
 ) -> np.ndarray:
-    """Exact ``sum (x)(w)`` of a convolution of already centred float64 operands.
+    """Exact ``sum (x)(w)`` of a convolution of centred, integer-valued float32 operands.
 
-    The GEMM runs in float32 when every partial sum stays below 2**24 in magnitude (then each
-    is an exactly representable integer, whatever order BLAS adds in), else in float64.
+    ``prod_max`` bounds ``|x * w|`` (computed when not given). The result is float32 when every
+    partial sum stays below 2**24, else float64 (see :func:`exact_matmul`).
     """
     n, c = x.shape[:2]
     m = w.shape[0]
@@ -215,13 +330,11 @@ def conv_accumulate(
         raise InterpError(
             f"input has {c} channels, weight {tuple(w.shape)} with group {group} does not fit"
         )
+    if prod_max is None:
+        prod_max = _absmax(x) * _absmax(w)
+    x, w = x.astype(F32, copy=False), w.astype(F32, copy=False)
     terms = w.shape[1] * math.prod(kernel)
-    prod_max = float(np.abs(x).max(initial=0)) * float(np.abs(w).max(initial=0))
-    # operands are small integers, exact in float32; chunk the reduction so that every
-    # partial sum of a float32 GEMM stays below 2**24, where float32 integers are exact
-    chunk = terms if prod_max * terms < 2**24 else max(1, int((2**24 - 1) // max(prod_max, 1)))
-    x, w = x.astype(np.float32), w.astype(np.float32)
-    if w.shape[1] == 1 and m == group and chunk >= terms:  # depthwise, no im2col
+    if w.shape[1] == 1 and m == group and prod_max * terms < 2**24:  # depthwise, no im2col
         return _depthwise(x, w, strides, dilations, pads)
     cols = im2col(x, kernel, strides, dilations, pads)
     out_sp = cols.shape[3:]
@@ -230,16 +343,12 @@ def conv_accumulate(
     k = math.prod(kernel)
     cols = cols.reshape(n, group, cg * k, p)
     wg = w.reshape(group, m // group, cg * k)[None]
-    if chunk >= cg * k:
-        acc = np.matmul(wg, cols).astype(np.float64)
-    else:
-        acc = np.zeros((n, group, m // group, p), dtype=np.float64)
-        for s in range(0, cg * k, chunk):
-            acc += np.matmul(wg[..., s : s + chunk], cols[:, :, s : s + chunk, :])
-    return acc.reshape(n, m, *out_sp)
+    return exact_matmul(wg, cols, prod_max).reshape(n, m, *out_sp)
 
 
 def _depthwise(x, w, strides, dilations, pads) -> np.ndarray:
+    """Depthwise convolution as a per-channel multiply-accumulate over the kernel taps, in
+    float32 (the caller checked that every partial sum stays below 2**24)."""
     kernel = tuple(w.shape[2:])
     nsp = len(kernel)
     pad_width = [(0, 0), (0, 0)] + [(pads[i], pads[i + nsp]) for i in range(nsp)]
@@ -248,11 +357,19 @@ def _depthwise(x, w, strides, dilations, pads) -> np.ndarray:
         (xp.shape[2 + i] - ((kernel[i] - 1) * dilations[i] + 1)) // strides[i] + 1
         for i in range(nsp)
     ]
-    acc = np.zeros((x.shape[0], x.shape[1], *out), dtype=x.dtype)
+    if any(o <= 0 for o in out):
+        raise InterpError(f"kernel {kernel} does not fit the padded input {xp.shape[2:]}")
+    acc = np.empty((x.shape[0], x.shape[1], *out), dtype=F32)
+    tmp = np.empty_like(acc)
     wsh = (1, -1) + (1,) * nsp
-    for _, offs, idx in _taps(kernel, out, strides, dilations):
-        acc += xp[(slice(None), slice(None), *idx)] * w[(slice(None), 0, *offs)].reshape(wsh)
-    return acc.astype(np.float64)
+    for k, offs, idx in _taps(kernel, out, strides, dilations):
+        tap = w[(slice(None), 0, *offs)].reshape(wsh)
+        src = xp[(slice(None), slice(None), *idx)]
+        if k == 0:
+            np.multiply(src, tap, out=acc)
+        else:
+            acc += np.multiply(src, tap, out=tmp)
+    return acc
 
 
 def _conv_geometry(
@@ -273,13 +390,56 @@ def _conv_geometry(
 
 
 def _centred(q: np.ndarray, zp: np.ndarray | None, axis_len: int | None = None) -> np.ndarray:
-    z = _zp(zp).astype(np.float64)
+    """``q - zp`` in float32 (exact: 8- and 16-bit integers and their differences are)."""
+    z = _zp(zp)
     if z.ndim == 1 and z.size > 1 and axis_len is not None:
         z = z.reshape((-1,) + (1,) * (axis_len - 1))
     elif z.size == 1:
         z = z.reshape(())
-    # |q - z| <= 510: exact in float32, which halves the memory traffic of the GEMMs
-    return (np.asarray(q).astype(np.float32) - z.astype(np.float32)).astype(np.float32)
+    c = np.asarray(q).astype(F32)
+    if z.ndim or int(z) != 0:
+        c = np.subtract(c, z.astype(F32), out=_out(c, z))
+    return c
+
+
+def _centred_absmax(q: np.ndarray, zp: np.ndarray | None) -> tuple[np.ndarray, float]:
+    """Centred float32 ``q`` and ``max |q - zp|``; from the integers when ``zp`` is a scalar."""
+    c = _centred(q, zp)
+    z = _zp(zp)
+    q = np.asarray(q)
+    if z.size == 1 and q.size and q.dtype.kind in "ui":
+        zi = int(z.reshape(()))
+        return c, float(max(int(q.max()) - zi, zi - int(q.min())))
+    return c, _absmax(c)
+
+
+def _const_centred(w: np.ndarray, zp: np.ndarray | None, axis_len: int | None):
+    """A constant weight centred in float32 with its ``max |w - zw|``, once per weight."""
+
+    def make():
+        c = _freeze(np.array(_centred(w, zp, axis_len), dtype=F32))
+        return c, _absmax(c)
+
+    return _memo(f"centred{axis_len}", (np.asarray(w), zp), make)
+
+
+def _add_bias(acc: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """``wrap_int32(acc + bias)`` on an accumulator of exact integers (float32 or float64).
+
+    In float32 when ``|acc| + |bias|`` stays below 2**24 (exact); otherwise in float64 (exact),
+    wrapping around only when a sum leaves the int32 range. ``acc`` may be overwritten.
+    """
+    b = np.asarray(bias)
+    if acc.dtype == F32 and _out(acc, b) is not None:
+        bmax = _memo("absmax", (b,), lambda: _absmax(b.astype(np.float64)))
+        if _absmax(acc) + bmax < 2**24:
+            acc += _memo("f32", (b,), lambda: _freeze(b.astype(F32)))
+            return acc
+    a = acc.astype(np.float64)
+    a = np.add(a, b.astype(np.float64), out=_out(a, b))
+    if a.size and (a.min() < -(2**31) or a.max() > 2**31 - 1):
+        a = wrap_int32(a.astype(np.int64)).astype(np.float64)
+    return a
 
 
 def _to_int(acc: np.ndarray) -> np.ndarray:
@@ -309,15 +469,17 @@ def conv_integer(
 ) -> np.ndarray:
     """int32 ``sum (x - zx)(w - zw)``; padding contributes 0."""
     st, dl, pd = _conv_geometry(x.shape, w.shape, auto_pad, dilations, kernel_shape, pads, strides)
+    xc, xmax = _centred_absmax(x, x_zero_point)
+    wc, wmax = _const_centred(w, w_zero_point, w.ndim)
     acc = conv_accumulate(
-        _centred(x, x_zero_point),
-        _centred(w, w_zero_point, w.ndim),
-        group=group,
-        strides=st,
-        dilations=dl,
-        pads=pd,
+        xc, wc, group=group, strides=st, dilations=dl, pads=pd, prod_max=xmax * wmax
     )
     return _to_int(acc).astype(np.int32)
+
+
+def _bias_shape(b: np.ndarray, ndim: int) -> np.ndarray:
+    """An int32 per-output-channel bias shaped to broadcast on ``[N, M, *spatial]``."""
+    return _freeze(np.array(b, dtype=np.int32).reshape((1, -1) + (1,) * (ndim - 2)))
 
 
 def _channel(scale: np.ndarray, ndim: int) -> np.ndarray:
@@ -350,20 +512,14 @@ def qlinear_conv(
     if channels_last:
         x = np.moveaxis(x, -1, 1)
     st, dl, pd = _conv_geometry(x.shape, w.shape, auto_pad, dilations, kernel_shape, pads, strides)
-    acc = _to_int(
-        conv_accumulate(
-            _centred(x, x_zero_point),
-            _centred(w, w_zero_point, w.ndim),
-            group=group,
-            strides=st,
-            dilations=dl,
-            pads=pd,
-        )
+    xc, xmax = _centred_absmax(x, x_zero_point)
+    wc, wmax = _const_centred(w, w_zero_point, w.ndim)
+    acc = conv_accumulate(
+        xc, wc, group=group, strides=st, dilations=dl, pads=pd, prod_max=xmax * wmax
     )
     if B is not None:
-        acc = wrap_int32(
-            acc + np.asarray(B, dtype=np.int64).reshape((1, -1) + (1,) * (acc.ndim - 2))
-        )
+        bias = _memo(f"bias{acc.ndim}", (B,), lambda: _bias_shape(B, acc.ndim))
+        acc = _add_bias(acc, bias)
     scale = (_f32(x_scale) * _f32(w_scale)) / _f32(y_scale)
     y = requantize(
         acc, _channel(scale, acc.ndim), _zp(y_zero_point), np.asarray(y_zero_point).dtype
@@ -375,15 +531,17 @@ def qlinear_conv(
 
 
 def _matmul_acc(a: np.ndarray, za: np.ndarray | None, b: np.ndarray, zb: np.ndarray | None):
-    a64 = np.asarray(a).astype(np.float64)
-    b64 = np.asarray(b).astype(np.float64)
-    za64 = _zp(za).astype(np.float64)
-    zb64 = _zp(zb).astype(np.float64)
-    if za64.size > 1:  # per-row zero point of A (MatMulInteger allows it)
-        za64 = za64.reshape(-1, 1)
-    a64 = a64 - za64
-    b64 = b64 - (zb64 if zb64.size > 1 else zb64.reshape(()))
-    return _to_int(np.matmul(a64, b64))
+    """Exact ``(a - za) @ (b - zb)`` as float32 or float64 exact integers (numpy broadcasting);
+    ``za`` may be per row of A, ``zb`` per column of B."""
+    a = np.asarray(a)
+    za = _zp(za)
+    if za.size > 1:  # per-row zero point of A (MatMulInteger allows it)
+        ac = _centred(a, za.reshape(-1, 1))
+        amax = _absmax(ac)
+    else:
+        ac, amax = _centred_absmax(a, za)
+    bc, bmax = _const_centred(np.asarray(b), zb, None)
+    return exact_matmul(ac, bc, amax * bmax)
 
 
 @kernel("MatMulInteger", since=10)
@@ -394,7 +552,7 @@ def matmul_integer(
     b_zero_point: np.ndarray | None = None,
 ) -> np.ndarray:
     """int32 ``sum (a - za)(b - zb)`` with numpy matmul broadcasting."""
-    return _matmul_acc(A, a_zero_point, B, b_zero_point).astype(np.int32)
+    return _to_int(_matmul_acc(A, a_zero_point, B, b_zero_point)).astype(np.int32)
 
 
 @kernel("QLinearMatMul", since=10)
@@ -455,11 +613,13 @@ def qgemm(
     ``scale = f32(f32(f32(alpha*sa)*sb[c]) / sy)``; float output
     ``f32(f32(acc) * f32(f32(alpha*sa)*sb[c]))``."""
     a = np.asarray(A).T if transA else np.asarray(A)
-    b = np.asarray(B).T if transB else np.asarray(B)
+    b = np.asarray(B)
+    if transB:
+        b = _memo("T", (b,), lambda: _freeze(b.T.copy())) if _frozen(b) else b.T
     zb = _zp(b_zero_point)
     acc = _matmul_acc(a, a_zero_point, b, zb)
     if C is not None:
-        acc = wrap_int32(acc + np.asarray(C, dtype=np.int64))
+        acc = _add_bias(acc, C)
     s = (F32(alpha) * _f32(a_scale)) * _f32(b_scale)
     s = s.reshape(-1) if s.size > 1 else s.reshape(())
     if y_scale is None:
@@ -507,10 +667,44 @@ def qlinear_add(
     rx = _f32(sx) / sc
     ry = _f32(sy) / sc
     fixed = _f32(zc.astype(F32) - fma_f32(rx, zx.astype(F32), ry * zy.astype(F32)))
-    xv = np.asarray(x).astype(F32)
-    yv = np.asarray(y).astype(F32)
-    out = fma_f32(xv, rx, fma_f32(yv, ry, fixed))
-    return saturate_rint(out, 0, dtype)
+
+    def formula(xv: np.ndarray, yv: np.ndarray) -> np.ndarray:
+        return saturate_rint(fma_f32(xv, rx, fma_f32(yv, ry, fixed)), 0, dtype)
+
+    if rx.size == ry.size == fixed.size == 1 and _bytes_alike(dtype, x, y):
+        key = (dtype.str, rx.tobytes(), ry.tobytes(), fixed.tobytes())
+        return _pair_lookup(x, y, _pair_table(formula, dtype, key))
+    return formula(np.asarray(x).astype(F32), np.asarray(y).astype(F32))
+
+
+_PAIR_TABLES: dict[tuple, np.ndarray] = {}
+
+
+def _bytes_alike(dtype: np.dtype, *arrays: np.ndarray) -> bool:
+    """Whether all ``arrays`` are of the one-byte integer ``dtype`` (a pair table applies)."""
+    return dtype.itemsize == 1 and dtype.kind in "ui" and all(a.dtype == dtype for a in arrays)
+
+
+def _pair_table(formula, dtype: np.dtype, key: tuple) -> np.ndarray:
+    """``formula`` on every pair of 8-bit values, as a flat table indexed by
+    ``x.view(uint8) * 256 + y.view(uint8)`` (one per parameter set, kept for later samples)."""
+    table = _PAIR_TABLES.get(key)
+    if table is None:
+        v = np.arange(256, dtype=np.uint8).view(dtype).astype(F32)
+        table = formula(v[:, None], v[None, :]).reshape(-1)
+        if len(_PAIR_TABLES) > 512:
+            _PAIR_TABLES.clear()
+        _PAIR_TABLES[key] = table
+    return table
+
+
+def _pair_lookup(x: np.ndarray, y: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """``table[x, y]`` element-wise (numpy broadcasting) for 8-bit ``x`` and ``y``."""
+    xi = np.asarray(x).view(np.uint8).astype(np.intp)
+    yi = np.asarray(y).view(np.uint8)
+    idx = np.multiply(xi, 256, out=xi)
+    idx = np.add(idx, yi, out=_out(idx, yi))
+    return table[idx]
 
 
 @kernel("QLinearMul", domain=MS_DOMAIN, since=1)
@@ -528,11 +722,19 @@ def qlinear_mul(
     dtype = np.asarray(A).dtype
     za, zb, zc = (_zp(z, dtype.type) for z in (A_zero_point, B_zero_point, C_zero_point))
     r = (_f32(A_scale) * _f32(B_scale)) / _f32(C_scale)
-    p = (np.asarray(A).astype(np.int64) - za.astype(np.int64)) * (
-        np.asarray(B).astype(np.int64) - zb.astype(np.int64)
-    )
-    f = p.astype(F32) * r + zc.astype(F32)
-    return saturate_rint(f, 0, dtype)
+
+    def formula(av: np.ndarray, bv: np.ndarray) -> np.ndarray:
+        p = (av.astype(np.int64) - za.astype(np.int64)) * (
+            bv.astype(np.int64) - zb.astype(np.int64)
+        )
+        f = p.astype(F32) * r + zc.astype(F32)
+        return saturate_rint(f, 0, dtype)
+
+    if r.size == za.size == zb.size == zc.size == 1 and _bytes_alike(dtype, A, B):
+        key = ("mul", dtype.str, r.tobytes(), int(za.reshape(())), int(zb.reshape(())))
+        key += (int(zc.reshape(())),)
+        return _pair_lookup(A, B, _pair_table(formula, dtype, key))
+    return formula(np.asarray(A), np.asarray(B))
 
 
 # --------------------------------------------------------------------------- table ops
@@ -540,8 +742,15 @@ def qlinear_mul(
 
 def _lookup(x: np.ndarray, table: np.ndarray) -> np.ndarray:
     x = np.asarray(x)
+    if x.dtype == np.uint8:
+        return table[x]
+    if x.dtype == np.int8:
+        return table[x.view(np.uint8) ^ np.uint8(0x80)]
     idx = x.astype(np.int64) - qrange(x.dtype)[0]
     return table[idx]
+
+
+_TABLES: dict[tuple, np.ndarray] = {}
 
 
 def _table(
@@ -551,7 +760,30 @@ def _table(
     x_zp: np.ndarray | None,
     y_scale: np.ndarray,
     y_zp: np.ndarray | None,
+    name: tuple | None = None,
 ) -> np.ndarray:
+    """The table of ``Q(fn(DQ(i)))`` over the input type; kept for later samples when ``name``
+    identifies ``fn`` (the function and its parameters)."""
+    if name is None:
+        return _make_table(fn, x_dtype, x_scale, x_zp, y_scale, y_zp)
+    params = (x_scale, x_zp, y_scale, y_zp)
+    key = (
+        *name,
+        np.dtype(x_dtype).str,
+        *(
+            (None if p is None else (np.asarray(p).dtype.str, np.asarray(p).tobytes()))
+            for p in params
+        ),
+    )
+    table = _TABLES.get(key)
+    if table is None:
+        if len(_TABLES) > 4096:
+            _TABLES.clear()
+        table = _TABLES[key] = _make_table(fn, x_dtype, *params)
+    return table
+
+
+def _make_table(fn, x_dtype, x_scale, x_zp, y_scale, y_zp) -> np.ndarray:
     lo, hi = qrange(x_dtype)
     q = np.arange(lo, hi + 1, dtype=np.int64)
     v = dequantize_linear(q.astype(x_dtype), x_scale, _zp(x_zp, np.dtype(x_dtype).type))
@@ -574,7 +806,10 @@ def qlinear_sigmoid(
 ) -> np.ndarray:
     """256-entry table of ``QuantizeLinear(MlasLogistic(DequantizeLinear(i)))``."""
     X = np.asarray(X)
-    return _lookup(X, _table(_mlas_logistic, X.dtype, X_scale, X_zero_point, Y_scale, Y_zero_point))
+    return _lookup(
+        X,
+        _table(_mlas_logistic, X.dtype, X_scale, X_zero_point, Y_scale, Y_zero_point, ("sigmoid",)),
+    )
 
 
 @kernel("QLinearLeakyRelu", domain=MS_DOMAIN, since=1)
@@ -594,7 +829,10 @@ def qlinear_leaky_relu(
     def leaky(v: np.ndarray) -> np.ndarray:
         return np.where(v >= 0, v, a * v).astype(F32)
 
-    return _lookup(X, _table(leaky, X.dtype, X_scale, X_zero_point, Y_scale, Y_zero_point))
+    table = _table(
+        leaky, X.dtype, X_scale, X_zero_point, Y_scale, Y_zero_point, ("leaky", a.tobytes())
+    )
+    return _lookup(X, table)
 
 
 @kernel("QLinearConcat", domain=MS_DOMAIN, since=1)
@@ -609,7 +847,7 @@ def qlinear_concat(Y_scale: np.ndarray, Y_zero_point: np.ndarray, *inputs, axis:
         if s.reshape(()) == ys.reshape(()) and z.reshape(()) == yz.reshape(()):
             parts.append(x)
         else:
-            parts.append(_lookup(x, _table(lambda v: v, x.dtype, s, z, ys, yz)))
+            parts.append(_lookup(x, _table(lambda v: v, x.dtype, s, z, ys, yz, ("identity",))))
     return np.concatenate(parts, axis=axis)
 
 
