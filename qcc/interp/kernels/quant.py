@@ -111,7 +111,27 @@ def requantize(acc: np.ndarray, scale: np.ndarray, zp: np.ndarray, dtype: np.dty
 
 def _out(dst: np.ndarray, other: np.ndarray) -> np.ndarray | None:
     """``dst`` when a binary op with ``other`` can write into it (same result shape), else None."""
-    return dst if np.broadcast_shapes(dst.shape, np.shape(other)) == dst.shape else None
+    shape = np.shape(other)
+    if len(shape) > dst.ndim or not dst.ndim:
+        return None
+    for a, b in zip(reversed(dst.shape), reversed(shape), strict=False):
+        if b != a and b != 1:
+            return None
+    return dst
+
+
+def pad_spatial(x: np.ndarray, pads: list[int], fill: float = 0.0) -> np.ndarray:
+    """``x`` (``[N, C, *spatial]``) with ONNX ``pads`` (begins, then ends) of ``fill`` around its
+    spatial axes; ``x`` itself when there is no padding. (``np.pad`` costs more per call.)"""
+    n = x.ndim - 2
+    if not any(pads):
+        return x
+    shape = x.shape[:2] + tuple(x.shape[2 + i] + pads[i] + pads[i + n] for i in range(n))
+    out = np.full(shape, fill, dtype=x.dtype) if fill else np.zeros(shape, dtype=x.dtype)
+    out[
+        (slice(None), slice(None), *(slice(pads[i], pads[i] + x.shape[2 + i]) for i in range(n)))
+    ] = x
+    return out
 
 
 _MEMO: dict[tuple, tuple] = {}
@@ -261,8 +281,7 @@ def im2col(
 ) -> np.ndarray:
     """``[N, C, prod(kernel), *out_spatial]`` windows of ``x`` (``[N, C, *spatial]``)."""
     n = len(kernel)
-    pad_width = [(0, 0), (0, 0)] + [(pads[i], pads[i + n]) for i in range(n)]
-    xp = np.pad(x, pad_width, constant_values=fill) if any(pads) else x
+    xp = pad_spatial(x, pads, fill)
     out = [
         (xp.shape[2 + i] - ((kernel[i] - 1) * dilations[i] + 1)) // strides[i] + 1 for i in range(n)
     ]
@@ -351,8 +370,7 @@ def _depthwise(x, w, strides, dilations, pads) -> np.ndarray:
     float32 (the caller checked that every partial sum stays below 2**24)."""
     kernel = tuple(w.shape[2:])
     nsp = len(kernel)
-    pad_width = [(0, 0), (0, 0)] + [(pads[i], pads[i + nsp]) for i in range(nsp)]
-    xp = np.pad(x, pad_width) if any(pads) else x
+    xp = pad_spatial(x, pads)
     out = [
         (xp.shape[2 + i] - ((kernel[i] - 1) * dilations[i] + 1)) // strides[i] + 1
         for i in range(nsp)
@@ -704,7 +722,7 @@ def _pair_lookup(x: np.ndarray, y: np.ndarray, table: np.ndarray) -> np.ndarray:
     yi = np.asarray(y).view(np.uint8)
     idx = np.multiply(xi, 256, out=xi)
     idx = np.add(idx, yi, out=_out(idx, yi))
-    return table[idx]
+    return np.take(table, idx)
 
 
 @kernel("QLinearMul", domain=MS_DOMAIN, since=1)
@@ -743,9 +761,9 @@ def qlinear_mul(
 def _lookup(x: np.ndarray, table: np.ndarray) -> np.ndarray:
     x = np.asarray(x)
     if x.dtype == np.uint8:
-        return table[x]
+        return np.take(table, x)
     if x.dtype == np.int8:
-        return table[x.view(np.uint8) ^ np.uint8(0x80)]
+        return np.take(table, x.view(np.uint8) ^ np.uint8(0x80))
     idx = x.astype(np.int64) - qrange(x.dtype)[0]
     return table[idx]
 
