@@ -456,7 +456,8 @@ def _add_bias(acc: np.ndarray, bias: np.ndarray) -> np.ndarray:
     a = acc.astype(np.float64)
     a = np.add(a, b.astype(np.float64), out=_out(a, b))
     if a.size and (a.min() < -(2**31) or a.max() > 2**31 - 1):
-        a = wrap_int32(a.astype(np.int64)).astype(np.float64)
+        # wrap_int32 in float64, exact: integers below 2**53, power-of-two scaling
+        a -= np.floor((a + 2.0**31) * 2.0**-32) * 2.0**32
     return a
 
 
