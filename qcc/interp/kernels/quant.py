@@ -71,14 +71,20 @@ def _axis_shape(param: np.ndarray, ndim: int, axis: int) -> np.ndarray:
 
 
 def saturate_rint(
-    f: np.ndarray, zp: np.ndarray | int, dtype: np.dtype, *, inplace: bool = False
+    f: np.ndarray,
+    zp: np.ndarray | int,
+    dtype: np.dtype,
+    *,
+    inplace: bool = False,
+    nan_free: bool = False,
 ) -> np.ndarray:
     """``sat(rint(f) + zp)`` in the integer ``dtype``; ``f`` is float32 or float64; NaN gives 0.
 
     For types of at most 16 bits the sum is formed in float32: ``rint(f)`` is an integer and
     ``zp`` is below ``2**24``, so the sum is exact wherever it lies inside the type's range, and a
     sum outside it stays outside after rounding, so saturation gives the same result.
-    ``inplace`` lets it overwrite ``f`` (a temporary of the caller's).
+    ``inplace`` lets it overwrite ``f`` (a temporary of the caller's); ``nan_free`` says that
+    ``f`` holds no NaN, which saves a pass.
     """
     lo, hi = qrange(dtype)
     f = np.asarray(f)
@@ -88,7 +94,7 @@ def saturate_rint(
         if z.ndim or int(z) != 0:
             r = np.add(r, z.astype(F32), out=_out(r, z))
         r = np.clip(r, lo, hi, out=r if r.ndim else None)
-        if r.size and np.isnan(r.max()):
+        if not nan_free and r.size and np.isnan(r.max()):
             r = np.where(np.isnan(r), F32(0), r)
         return r.astype(dtype)
     r = np.rint(f).astype(np.float64) + np.asarray(zp, dtype=np.float64)
@@ -104,9 +110,14 @@ def requantize(acc: np.ndarray, scale: np.ndarray, zp: np.ndarray, dtype: np.dty
     ``acc`` holds integers, as an integer array or a float array of exact integer values (the
     float32 conversion rounds either to the same nearest float32).
     """
-    f = acc.astype(F32)
     s = _f32(scale)
-    return saturate_rint(np.multiply(f, s, out=_out(f, s)), zp, dtype, inplace=True)
+    if acc.dtype == F32:
+        f = np.multiply(acc, s)
+    else:
+        f = acc.astype(F32)
+        f = np.multiply(f, s, out=_out(f, s))
+    # an integer times a finite scale is never NaN: no NaN pass needed then
+    return saturate_rint(f, zp, dtype, inplace=True, nan_free=bool(np.isfinite(s).all()))
 
 
 def _out(dst: np.ndarray, other: np.ndarray) -> np.ndarray | None:
@@ -303,16 +314,20 @@ def _absmax(a: np.ndarray) -> float:
     return float(max(a.max(), -a.min()))
 
 
-def exact_matmul(a: np.ndarray, b: np.ndarray, prod_max: float) -> np.ndarray:
-    """``a @ b`` of integer-valued float32 operands, exact; ``prod_max`` bounds ``|a_ik * b_kj|``.
+def exact_matmul(
+    a: np.ndarray, b: np.ndarray, prod_max: float, sum_max: float | None = None
+) -> np.ndarray:
+    """``a @ b`` of integer-valued float32 operands, exact; ``prod_max`` bounds ``|a_ik * b_kj|``,
+    ``sum_max`` (if given) bounds ``sum_k |a_ik * b_kj|`` for every output.
 
     One float32 GEMM when every partial sum stays below ``2**24`` (each is then an exactly
-    representable integer, whatever order BLAS adds in); otherwise float32 GEMMs over chunks of
-    the reduction that keep that bound, added in float64; float64 when single products are too big.
-    The result is float32 or float64, holding exact integers.
+    representable integer, whatever order BLAS adds in): a sum of absolute products bounds every
+    partial sum in any order. Otherwise float32 GEMMs over chunks of the reduction that keep that
+    bound, added in float64; float64 when single products are too big. The result is float32 or
+    float64, holding exact integers.
     """
     k = a.shape[-1]
-    if prod_max * k < 2**24:
+    if prod_max * k < 2**24 or (sum_max is not None and sum_max < 2**24):
         return np.matmul(a, b)
     chunk = int((2**24 - 1) // max(prod_max, 1))
     if chunk < 2:
@@ -336,11 +351,13 @@ def conv_accumulate(
     dilations: list[int],
     pads: list[int],
     prod_max: float | None = None,
+    sum_max: float | None = None,
 ) -> np.ndarray:
     """Exact ``sum (x)(w)`` of a convolution of centred, integer-valued float32 operands.
 
-    ``prod_max`` bounds ``|x * w|`` (computed when not given). The result is float32 when every
-    partial sum stays below 2**24, else float64 (see :func:`exact_matmul`).
+    ``prod_max`` bounds ``|x * w|`` (computed when not given), ``sum_max`` (optional) bounds the
+    sum of ``|x * w|`` of any output. The result is float32 when every partial sum stays below
+    2**24, else float64 (see :func:`exact_matmul`).
     """
     n, c = x.shape[:2]
     m = w.shape[0]
@@ -353,7 +370,8 @@ def conv_accumulate(
         prod_max = _absmax(x) * _absmax(w)
     x, w = x.astype(F32, copy=False), w.astype(F32, copy=False)
     terms = w.shape[1] * math.prod(kernel)
-    if w.shape[1] == 1 and m == group and prod_max * terms < 2**24:  # depthwise, no im2col
+    small = prod_max * terms < 2**24 or (sum_max is not None and sum_max < 2**24)
+    if w.shape[1] == 1 and m == group and small:  # depthwise, no im2col
         return _depthwise(x, w, strides, dilations, pads)
     cols = im2col(x, kernel, strides, dilations, pads)
     out_sp = cols.shape[3:]
@@ -362,7 +380,7 @@ def conv_accumulate(
     k = math.prod(kernel)
     cols = cols.reshape(n, group, cg * k, p)
     wg = w.reshape(group, m // group, cg * k)[None]
-    return exact_matmul(wg, cols, prod_max).reshape(n, m, *out_sp)
+    return exact_matmul(wg, cols, prod_max, sum_max).reshape(n, m, *out_sp)
 
 
 def _depthwise(x, w, strides, dilations, pads) -> np.ndarray:
@@ -414,10 +432,11 @@ def _centred(q: np.ndarray, zp: np.ndarray | None, axis_len: int | None = None) 
         z = z.reshape((-1,) + (1,) * (axis_len - 1))
     elif z.size == 1:
         z = z.reshape(())
-    c = np.asarray(q).astype(F32)
+    q = np.asarray(q)
     if z.ndim or int(z) != 0:
-        c = np.subtract(c, z.astype(F32), out=_out(c, z))
-    return c
+        # one pass: numpy converts q to float32 in its buffers, then subtracts
+        return np.asarray(np.subtract(q, z.astype(F32), dtype=F32))
+    return q.astype(F32)
 
 
 def _centred_absmax(q: np.ndarray, zp: np.ndarray | None) -> tuple[np.ndarray, float]:
@@ -432,11 +451,20 @@ def _centred_absmax(q: np.ndarray, zp: np.ndarray | None) -> tuple[np.ndarray, f
 
 
 def _const_centred(w: np.ndarray, zp: np.ndarray | None, axis_len: int | None):
-    """A constant weight centred in float32 with its ``max |w - zw|``, once per weight."""
+    """A constant weight centred in float32, once per weight, with ``max |w - zw|`` and the
+    largest L1 norm of what one output sums over: a conv weight's ``[M, ...]`` rows (when
+    ``axis_len``, its rank, is given), else a matmul B's columns (axis -2)."""
 
     def make():
         c = _freeze(np.array(_centred(w, zp, axis_len), dtype=F32))
-        return c, _absmax(c)
+        a = np.abs(c.astype(np.float64))
+        if a.size == 0:
+            l1 = 0.0
+        elif axis_len is not None:
+            l1 = float(a.reshape(a.shape[0], -1).sum(axis=1).max())
+        else:
+            l1 = float(a.sum(axis=-2).max()) if a.ndim >= 2 else float(a.sum())
+        return c, _absmax(c), l1
 
     return _memo(f"centred{axis_len}", (np.asarray(w), zp), make)
 
@@ -489,9 +517,16 @@ def conv_integer(
     """int32 ``sum (x - zx)(w - zw)``; padding contributes 0."""
     st, dl, pd = _conv_geometry(x.shape, w.shape, auto_pad, dilations, kernel_shape, pads, strides)
     xc, xmax = _centred_absmax(x, x_zero_point)
-    wc, wmax = _const_centred(w, w_zero_point, w.ndim)
+    wc, wmax, wl1 = _const_centred(w, w_zero_point, w.ndim)
     acc = conv_accumulate(
-        xc, wc, group=group, strides=st, dilations=dl, pads=pd, prod_max=xmax * wmax
+        xc,
+        wc,
+        group=group,
+        strides=st,
+        dilations=dl,
+        pads=pd,
+        prod_max=xmax * wmax,
+        sum_max=xmax * wl1,
     )
     return _to_int(acc).astype(np.int32)
 
@@ -532,9 +567,16 @@ def qlinear_conv(
         x = np.moveaxis(x, -1, 1)
     st, dl, pd = _conv_geometry(x.shape, w.shape, auto_pad, dilations, kernel_shape, pads, strides)
     xc, xmax = _centred_absmax(x, x_zero_point)
-    wc, wmax = _const_centred(w, w_zero_point, w.ndim)
+    wc, wmax, wl1 = _const_centred(w, w_zero_point, w.ndim)
     acc = conv_accumulate(
-        xc, wc, group=group, strides=st, dilations=dl, pads=pd, prod_max=xmax * wmax
+        xc,
+        wc,
+        group=group,
+        strides=st,
+        dilations=dl,
+        pads=pd,
+        prod_max=xmax * wmax,
+        sum_max=xmax * wl1,
     )
     if B is not None:
         bias = _memo(f"bias{acc.ndim}", (B,), lambda: _bias_shape(B, acc.ndim))
@@ -559,8 +601,8 @@ def _matmul_acc(a: np.ndarray, za: np.ndarray | None, b: np.ndarray, zb: np.ndar
         amax = _absmax(ac)
     else:
         ac, amax = _centred_absmax(a, za)
-    bc, bmax = _const_centred(np.asarray(b), zb, None)
-    return exact_matmul(ac, bc, amax * bmax)
+    bc, bmax, bl1 = _const_centred(np.asarray(b), zb, None)
+    return exact_matmul(ac, bc, amax * bmax, amax * bl1)
 
 
 @kernel("MatMulInteger", since=10)
