@@ -93,10 +93,13 @@ def saturate_rint(
         z = np.asarray(zp)
         if z.ndim or int(z) != 0:
             r = np.add(r, z.astype(F32), out=_out(r, z))
-        r = np.clip(r, lo, hi, out=r if r.ndim else None)
+        r = np.asarray(r)
         if not nan_free and r.size and np.isnan(r.max()):
-            r = np.where(np.isnan(r), F32(0), r)
-        return r.astype(dtype)
+            return np.where(np.isnan(r), F32(0), np.clip(r, lo, hi)).astype(dtype)
+        if not r.ndim:
+            return np.clip(r, lo, hi).astype(dtype)
+        # clip and convert in one pass: the values are integers inside the range by then
+        return np.clip(r, lo, hi, out=np.empty(r.shape, dtype), casting="unsafe")
     r = np.rint(f).astype(np.float64) + np.asarray(zp, dtype=np.float64)
     r = np.clip(r, lo, hi)
     if r.dtype.kind == "f":
