@@ -1012,9 +1012,11 @@ def qlinear_softmax(
     # case tried. The lane count is inferred from that measurement, not read in source.
     padded = np.concatenate([vt, np.zeros((vt.shape[0], (-d) % 8), F32)], axis=1)
     steps = padded.reshape(vt.shape[0], -1, 8)
-    lanes = np.zeros((vt.shape[0], 8), dtype=F32)
-    for k in range(steps.shape[1]):
-        lanes = lanes + steps[:, k]
+    # lane by lane, step after step: a float32 cumulative sum adds strictly in order
+    if steps.shape[1]:
+        lanes = np.cumsum(steps, axis=1, dtype=F32)[:, -1]
+    else:
+        lanes = np.zeros((vt.shape[0], 8), dtype=F32)
     vsum = np.zeros((vt.shape[0], 1), dtype=F32)
     for j in range(8):
         vsum = vsum + lanes[:, j : j + 1]
