@@ -22,6 +22,7 @@ units into the QLinear ops below exactly where onnxruntime does.
 
 from __future__ import annotations
 
+import functools
 import math
 import weakref
 
@@ -174,12 +175,14 @@ def _memo(tag: str, arrays: tuple, make):
     references) and reused for every sample. Arrays that are not read-only are never keyed on.
     """
     arrs = tuple(a for a in arrays if a is not None)
-    if not all(isinstance(a, np.ndarray) and _frozen(a) for a in arrs):
-        return make()
     key = (tag, *(id(a) for a in arrays))
     hit = _MEMO.get(key)
-    if hit is not None and all(r() is a for r, a in zip(hit[0], arrs, strict=True)):
-        return hit[1]
+    if hit is not None:
+        refs, val = hit
+        if all(r() is a and not a.flags.writeable for r, a in zip(refs, arrs, strict=True)):
+            return val
+    if not all(isinstance(a, np.ndarray) and _frozen(a) for a in arrs):
+        return make()
     val = make()
 
     def drop(_ref, key=key):
@@ -274,8 +277,13 @@ def _pads_for(
 
 def _taps(kernel: tuple[int, ...], out: list[int], strides: list[int], dilations: list[int]):
     """``(tap index, tap offsets, slices of the padded input that tap reads)`` per kernel tap."""
-    for k, offs in enumerate(np.ndindex(*kernel)):
-        yield (
+    return _taps_cached(tuple(kernel), tuple(out), tuple(strides), tuple(dilations))
+
+
+@functools.lru_cache(maxsize=1024)
+def _taps_cached(kernel, out, strides, dilations) -> tuple:
+    return tuple(
+        (
             k,
             offs,
             tuple(
@@ -283,6 +291,8 @@ def _taps(kernel: tuple[int, ...], out: list[int], strides: list[int], dilations
                 for o, n, st, d in zip(offs, out, strides, dilations, strict=True)
             ),
         )
+        for k, offs in enumerate(np.ndindex(*kernel))
+    )
 
 
 def im2col(
