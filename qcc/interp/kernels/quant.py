@@ -822,13 +822,28 @@ def _pair_table(formula, dtype: np.dtype, key: tuple) -> np.ndarray:
     return table
 
 
+_LOOKUP_BLOCK = 2**15  # elements per block: the index arrays of a block stay in the CPU cache
+
+
 def _pair_lookup(x: np.ndarray, y: np.ndarray, table: np.ndarray) -> np.ndarray:
     """``table[x, y]`` element-wise (numpy broadcasting) for 8-bit ``x`` and ``y``."""
-    xi = np.asarray(x).view(np.uint8).astype(np.intp)
-    yi = np.asarray(y).view(np.uint8)
-    idx = np.multiply(xi, 256, out=xi)
-    idx = np.add(idx, yi, out=_out(idx, yi))
-    return np.take(table, idx)
+    xu = np.asarray(x).view(np.uint8)
+    yu = np.asarray(y).view(np.uint8)
+    if xu.shape != yu.shape or not (xu.flags.c_contiguous and yu.flags.c_contiguous):
+        xi = xu.astype(np.intp)
+        idx = np.multiply(xi, 256, out=xi)
+        idx = np.add(idx, yu, out=_out(idx, yu))
+        return np.take(table, idx)
+    # block by block, with a uint16 index x * 256 + y
+    xf, yf = xu.reshape(-1), yu.reshape(-1)
+    out = np.empty(xf.size, dtype=table.dtype)
+    buf = np.empty(min(xf.size, _LOOKUP_BLOCK), dtype=np.uint16)
+    for s in range(0, xf.size, _LOOKUP_BLOCK):
+        e = min(xf.size, s + _LOOKUP_BLOCK)
+        idx = np.left_shift(xf[s:e], np.uint16(8), out=buf[: e - s])
+        np.bitwise_or(idx, yf[s:e], out=idx)
+        np.take(table, idx, out=out[s:e], mode="clip")  # indices are in range
+    return out.reshape(xu.shape)
 
 
 @kernel("QLinearMul", domain=MS_DOMAIN, since=1)
@@ -866,10 +881,14 @@ def qlinear_mul(
 
 def _lookup(x: np.ndarray, table: np.ndarray) -> np.ndarray:
     x = np.asarray(x)
-    if x.dtype == np.uint8:
-        return np.take(table, x)
+    if x.dtype == np.uint8 and x.flags.c_contiguous and x.ndim:
+        xf = x.reshape(-1)
+        out = np.empty(xf.size, dtype=table.dtype)
+        for s in range(0, xf.size, _LOOKUP_BLOCK):
+            np.take(table, xf[s : s + _LOOKUP_BLOCK], out=out[s : s + _LOOKUP_BLOCK], mode="clip")
+        return out.reshape(x.shape)
     if x.dtype == np.int8:
-        return np.take(table, x.view(np.uint8) ^ np.uint8(0x80))
+        return _lookup(x.view(np.uint8) ^ np.uint8(0x80), table)
     idx = x.astype(np.int64) - qrange(x.dtype)[0]
     return table[idx]
 
