@@ -254,3 +254,22 @@ def test_large_conv_in_row_bands_matches_onnxruntime(stride, dil, pads, extreme)
     assert 4 * c * 9 * 30 * 30 > 4 * quant._IM2COL_TILE_BYTES  # several bands
     (want,) = _ort(model).run(["y"], {"x": x})
     _assert_equal(want, Interpreter(lift_model(model)).run({"x": x})["y"])
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_large_quantize_dequantize_match_onnxruntime(dtype):
+    """Tensors large enough for the table lookup of DequantizeLinear, with tie-heavy values."""
+    rng = np.random.default_rng(6)
+    zp = np.asarray(3 if dtype == np.uint8 else -5, dtype)
+    x = (rng.integers(-600, 600, (2, 5, 40, 41)) * np.float32(0.0125)).astype(np.float32)
+    x.flat[:4] = [np.inf, -np.inf, 1e30, -0.0]
+    inits = {"s": np.float32(0.025), "z": zp, "s2": np.float32(0.03)}
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+        helper.make_node("DequantizeLinear", ["q", "s2", "z"], ["y"]),
+    ]
+    model = _model(nodes, {"x": x}, inits, outputs=("q", "y"))
+    want = _ort(model).run(["q", "y"], {"x": x})
+    got = Interpreter(lift_model(model), profile="onnx-ref").run({"x": x})
+    for w, name in zip(want, ("q", "y"), strict=True):
+        _assert_equal(w, got[name])
