@@ -183,6 +183,25 @@ def test_exact_matmul_chunks_equal_integer_matmul():
     assert np.array_equal(small.astype(np.int64), want_small)
 
 
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("acc_dtype", [np.float32, np.int32, np.float64])
+def test_blocked_requantize_equals_the_formula(acc_dtype, per_channel):
+    rng = np.random.default_rng(9)
+    acc = rng.integers(-(2**26), 2**26, (2, 24, 70, 90))
+    acc[0, 0, 0, :4] = [2**24 + 1, -(2**24) - 3, 0, 1]
+    acc = acc.astype(acc_dtype)
+    assert acc.size > 2 * quant._EW_BLOCK
+    shape = (1, 24, 1, 1) if per_channel else ()
+    scale = rng.uniform(1e-6, 1e-5, shape).astype(np.float32)
+    scale.reshape(-1)[0] = 2.0**-20  # exact ties: (2k+1) * 2**19 * 2**-20
+    acc[0, 0, 1, :3] = [2**19, 3 * 2**19, -5 * 2**19]
+    zp = np.asarray(100, np.uint8)
+    f = acc.astype(np.float32) * scale  # the reference: float32 product, then the rounding
+    want = np.clip(np.rint(f.astype(np.float64)) + 100, 0, 255).astype(np.uint8)
+    got = quant.requantize(acc, scale, zp, np.dtype(np.uint8))
+    assert np.array_equal(got, want)
+
+
 @pytest.mark.parametrize("acc_dtype", [np.float32, np.float64])
 def test_bias_add_wraps_like_int32(acc_dtype):
     rng = np.random.default_rng(1)
@@ -258,11 +277,15 @@ def test_large_conv_in_row_bands_matches_onnxruntime(stride, dil, pads, extreme)
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8])
 def test_large_quantize_dequantize_match_onnxruntime(dtype):
-    """Tensors large enough for the table lookup of DequantizeLinear, with tie-heavy values."""
+    """Tensors large enough for the blocked QuantizeLinear and the table lookup of
+    DequantizeLinear, with tie-heavy values and infinities. (NaN is left out: onnxruntime
+    quantizes it to the type's minimum, the interpreter to 0; see saturate_rint.)"""
     rng = np.random.default_rng(6)
     zp = np.asarray(3 if dtype == np.uint8 else -5, dtype)
-    x = (rng.integers(-600, 600, (2, 5, 40, 41)) * np.float32(0.0125)).astype(np.float32)
-    x.flat[:4] = [np.inf, -np.inf, 1e30, -0.0]
+    x = (rng.integers(-600, 600, (2, 5, 200, 141)) * np.float32(0.0125)).astype(np.float32)
+    assert x.size > 2 * quant._EW_BLOCK
+    x.flat[:5] = [np.inf, -np.inf, 1e30, -0.0, -1e30]
+    x.flat[-3:] = [-np.inf, 7.0, np.inf]
     inits = {"s": np.float32(0.025), "z": zp, "s2": np.float32(0.03)}
     nodes = [
         helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
@@ -273,3 +296,17 @@ def test_large_quantize_dequantize_match_onnxruntime(dtype):
     got = Interpreter(lift_model(model), profile="onnx-ref").run({"x": x})
     for w, name in zip(want, ("q", "y"), strict=True):
         _assert_equal(w, got[name])
+
+
+def test_blocked_quantize_keeps_the_nan_rule():
+    """The blocked QuantizeLinear gives what the one-pass formula gives, NaN included."""
+    rng = np.random.default_rng(12)
+    x = rng.normal(0, 3, (3, 4, 150, 150)).astype(np.float32)
+    x.flat[::9973] = np.nan
+    s, zp = np.float32(0.02), np.asarray(-7, np.int8)
+    assert x.size > 2 * quant._EW_BLOCK
+    f = (x / s).astype(np.float64)
+    want = np.where(np.isnan(f), 0, np.clip(np.rint(f) - 7, -128, 127)).astype(np.int8)
+    with np.errstate(invalid="ignore"):
+        got = quant.quantize_linear(x, s, zp)
+    assert np.array_equal(got, want)

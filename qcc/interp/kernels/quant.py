@@ -115,6 +115,10 @@ def requantize(acc: np.ndarray, scale: np.ndarray, zp: np.ndarray, dtype: np.dty
     float32 conversion rounds either to the same nearest float32).
     """
     s = _f32(scale)
+    if np.isfinite(s).all():
+        fast = _blocked_to_int(acc, s, zp, dtype, np.multiply)
+        if fast is not None:
+            return fast
     if acc.dtype == F32:
         f = np.multiply(acc, s)
     else:
@@ -122,6 +126,46 @@ def requantize(acc: np.ndarray, scale: np.ndarray, zp: np.ndarray, dtype: np.dty
         f = np.multiply(f, s, out=_out(f, s))
     # an integer times a finite scale is never NaN: no NaN pass needed then
     return saturate_rint(f, zp, dtype, inplace=True, nan_free=bool(np.isfinite(s).all()))
+
+
+_EW_BLOCK = 2**17  # elements per block of the blocked element-wise paths (512 KiB of float32)
+
+
+def _blocked_to_int(src: np.ndarray, s: np.ndarray, zp, dtype: np.dtype, op) -> np.ndarray | None:
+    """``sat(rint(f32(f32(src) op s)) + zp)`` block by block, so that the temporaries stay in the
+    CPU cache; NaN gives 0, as in :func:`saturate_rint`. ``s`` is a scalar or per channel
+    (``[1, C, 1, ...]``), ``zp`` a scalar. None when the case is not one of these (or small)."""
+    lo, hi = qrange(dtype)
+    z = np.asarray(zp)
+    if hi - lo >= 2**17 or z.size != 1 or src.size < 2 * _EW_BLOCK or not src.flags.c_contiguous:
+        return None
+    zf = F32(z.reshape(()))
+    if s.size == 1:
+        sv, src2, nb = s.reshape(()), src.reshape(1, -1), _EW_BLOCK
+    elif src.ndim >= 2 and s.shape == (1, src.shape[1]) + (1,) * (src.ndim - 2):
+        inner = math.prod(src.shape[2:])
+        src2 = src.reshape(src.shape[0], src.shape[1], inner)
+        sv, nb = s.reshape(1, -1, 1), max(1, _EW_BLOCK // max(1, inner * src.shape[0]))
+    else:
+        return None
+    out = np.empty(src2.shape, dtype=dtype)
+    axis_len = src2.shape[1]
+    buf = np.empty((src2.shape[0], min(nb, axis_len), *src2.shape[2:]), dtype=F32)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for b0 in range(0, axis_len, nb):
+            b1 = min(axis_len, b0 + nb)
+            f = buf[:, : b1 - b0]
+            np.copyto(f, src2[:, b0:b1], casting="unsafe")  # the float32 rounding of an integer
+            op(f, sv if sv.ndim == 0 else sv[:, b0:b1], out=f)
+            np.rint(f, out=f)
+            if zf:
+                f += zf
+            nan = np.isnan(f) if np.isnan(f.max()) else None
+            o = out[:, b0:b1]
+            np.clip(f, lo, hi, out=o, casting="unsafe")
+            if nan is not None:
+                o[nan] = 0
+    return out.reshape(src.shape)
 
 
 def _out(dst: np.ndarray, other: np.ndarray) -> np.ndarray | None:
@@ -232,6 +276,10 @@ def quantize_linear(
         raise InterpError(f"QuantizeLinear of {x.dtype} input is not supported")
     s = _axis_shape(_f32(y_scale), x.ndim, axis)
     zp = _axis_shape(_zp(y_zero_point, dtype.type), x.ndim, axis)
+    if zp.size == 1 and (s.size == 1 or (x.ndim and axis % x.ndim == 1)):
+        fast = _blocked_to_int(x, s, zp.reshape(()), dtype, np.divide)
+        if fast is not None:
+            return fast
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         return saturate_rint(x / s, zp, dtype, inplace=True)
 
