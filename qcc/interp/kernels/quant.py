@@ -891,6 +891,10 @@ def _pair_lookup(x: np.ndarray, y: np.ndarray, table: np.ndarray) -> np.ndarray:
     """``table[x, y]`` element-wise (numpy broadcasting) for 8-bit ``x`` and ``y``."""
     xu = np.asarray(x).view(np.uint8)
     yu = np.asarray(y).view(np.uint8)
+    if xu.shape != yu.shape:
+        # a broadcast operand (a per-channel Mul, say) expanded: one byte per element
+        shape = np.broadcast_shapes(xu.shape, yu.shape)
+        xu, yu = (np.ascontiguousarray(np.broadcast_to(a, shape)) for a in (xu, yu))
     if xu.shape != yu.shape or not (xu.flags.c_contiguous and yu.flags.c_contiguous):
         xi = xu.astype(np.intp)
         idx = np.multiply(xi, 256, out=xi)
