@@ -310,3 +310,36 @@ def test_blocked_quantize_keeps_the_nan_rule():
     with np.errstate(invalid="ignore"):
         got = quant.quantize_linear(x, s, zp)
     assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize(
+    ("c", "hw", "k", "stride", "dil"),
+    [(32, (9, 11), 3, (1, 1), (1, 1)), (48, (7, 12), 5, (2, 1), (1, 2)),
+     (16, (40, 45), 3, (2, 2), (1, 1)), (24, (6, 70), 5, (1, 1), (1, 1))],
+)  # fmt: skip
+def test_depthwise_layouts_match_onnxruntime(c, hw, k, stride, dil):
+    """Narrow images take the channels-last depthwise path, wide ones the channel blocks."""
+    rng = np.random.default_rng(c)
+    x = rng.integers(0, 256, (1, c, *hw)).astype(np.uint8)
+    inits = {
+        "sx": np.float32(0.02),
+        "zx": np.uint8(131),
+        "w": rng.integers(-127, 128, (c, 1, k, k)).astype(np.int8),
+        "sw": rng.uniform(0.001, 0.01, c).astype(np.float32),
+        "zw": np.zeros(c, np.int8),
+        "sy": np.float32(0.05),
+        "zy": np.uint8(128),
+        "B": rng.integers(-2000, 2000, c).astype(np.int32),
+    }
+    node = helper.make_node(
+        "QLinearConv",
+        ["x", "sx", "zx", "w", "sw", "zw", "sy", "zy", "B"],
+        ["y"],
+        group=c,
+        strides=list(stride),
+        dilations=list(dil),
+        pads=[k // 2, 1, k // 2, 0],
+    )
+    model = _model([node], {"x": x}, inits)
+    (want,) = _ort(model).run(["y"], {"x": x})
+    _assert_equal(want, Interpreter(lift_model(model)).run({"x": x})["y"])

@@ -466,6 +466,24 @@ _DW_BLOCK_BYTES = 2**17
 _IM2COL_TILE_BYTES = 2**18
 
 
+def _depthwise_channels_last(xp, w, strides, dilations, out) -> np.ndarray:
+    """A 2-D depthwise convolution of the padded ``xp`` with channels innermost: on narrow
+    images (a few pixels per row, many channels) each tap's multiply-add then runs over long
+    contiguous channel vectors instead of short rows (two to three times faster there)."""
+    xt = np.ascontiguousarray(xp.transpose(0, 2, 3, 1))
+    wt = np.ascontiguousarray(w[:, 0].transpose(1, 2, 0))  # [kh, kw, C]
+    n, c = xp.shape[:2]
+    acc = np.empty((n, out[0], out[1], c), dtype=F32)
+    tmp = np.empty_like(acc)
+    for k, (i, j), (sy, sx) in _taps(tuple(w.shape[2:]), out, strides, dilations):
+        src = xt[:, sy, sx]
+        if k == 0:
+            np.multiply(src, wt[i, j], out=acc)
+        else:
+            acc += np.multiply(src, wt[i, j], out=tmp)
+    return np.ascontiguousarray(acc.transpose(0, 3, 1, 2))
+
+
 def _conv2d_tiled(x, w, strides, dilations, pads, prod_max, sum_max) -> np.ndarray | None:
     """A 2-D convolution as im2col + GEMM over bands of output rows, each band's columns
     small enough to stay in the CPU cache (about twice as fast as one large im2col on big
@@ -515,6 +533,8 @@ def _depthwise(x, w, strides, dilations, pads) -> np.ndarray:
     if any(o <= 0 for o in out):
         raise InterpError(f"kernel {kernel} does not fit the padded input {xp.shape[2:]}")
     n, c = x.shape[:2]
+    if nsp == 2 and out[1] < 32 and c >= 16:
+        return _depthwise_channels_last(xp, w, strides, dilations, out)
     acc = np.empty((n, c, *out), dtype=F32)
     # channel blocks small enough that the block's accumulator, product and input stay in the
     # CPU cache over all taps (about twice as fast as whole-tensor passes on large inputs)
