@@ -811,9 +811,9 @@ def layer_norm(x, scale, b=None, axis=-1, epsilon=1e-5, stash_type=1):
 # ============================================================================ pooling
 
 
-def _pool_windows(x, kernel_shape, strides, pads, auto_pad, dilations, ceil_mode, fill, masks=True):
+def _pool_windows(x, kernel_shape, strides, pads, auto_pad, dilations, ceil_mode, fill, raw=False):
     """Padded input as windows: array [N, C, *out, *k] plus the per-axis padding used
-    (without ``masks``, the validity and padding windows are None)."""
+    (with ``raw``, the padded input itself instead of its windows, and no masks)."""
     nsp = x.ndim - 2
     k_sp = list(kernel_shape)
     strides = list(strides or [1] * nsp)
@@ -853,8 +853,8 @@ def _pool_windows(x, kernel_shape, strides, pads, auto_pad, dilations, ceil_mode
         v = np.lib.stride_tricks.sliding_window_view(a, ke, axis=tuple(range(lead, lead + nsp)))
         return v[(*([slice(None)] * lead), *sel, *win_k)]
 
-    if not masks:
-        return windows(xp, 2), None, None, out_sp
+    if raw:
+        return xp, None, None, out_sp
     valid = np.pad(np.ones(in_sp, bool), width, constant_values=False)
     # count_include_pad counts the explicit padding, not a ceil_mode window's overhang
     inpad = np.ones(valid.shape, bool)
@@ -878,16 +878,22 @@ def max_pool(
     x = np.asarray(x)
     nsp = x.ndim - 2
     low = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
-    win, valid, _, out_sp = _pool_windows(
-        x, kernel_shape, strides, pads, auto_pad, dilations, ceil_mode, low, masks=False
+    xp, valid, _, out_sp = _pool_windows(
+        x, kernel_shape, strides, pads, auto_pad, dilations, ceil_mode, low, raw=True
     )
     # the window maximum tap by tap: strided views, no reduction over tiny trailing axes
-    taps = list(np.ndindex(*win.shape[win.ndim - nsp :]))
-    y = np.array(win[(..., *taps[0])], dtype=x.dtype)
-    for t in taps[1:]:
-        np.maximum(y, win[(..., *t)], out=y)
+    st = list(strides or [1] * nsp)
+    dl = list(dilations or [1] * nsp)
+    y = None
+    for offs in np.ndindex(*kernel_shape):
+        tap = xp[(..., *(slice(o * d, o * d + (n - 1) * s + 1, s)
+                         for o, d, n, s in zip(offs, dl, out_sp, st, strict=True)))]  # fmt: skip
+        if y is None:
+            y = np.array(tap, dtype=x.dtype)
+        else:
+            np.maximum(y, tap, out=y)
     # Indices output (row-major over the unpadded input) is rarely used; computed on demand.
-    return y, _max_pool_indices(x, win, valid, out_sp, kernel_shape, strides, dilations, pads,
+    return y, _max_pool_indices(x, xp, valid, out_sp, kernel_shape, strides, dilations, pads,
                                 auto_pad, storage_order)  # fmt: skip
 
 
