@@ -1160,7 +1160,7 @@ def qlinear_global_average_pool(
     axes = tuple(range(2, x.ndim))
     n = math.prod(x.shape[2:])
     zx = int(_zp(x_zero_point, X.dtype.type).reshape(()))
-    acc = x.astype(np.int64).sum(axis=axes, keepdims=True) - zx * n
+    acc = x.sum(axis=axes, keepdims=True, dtype=np.int64) - zx * n
     scale = _f32(x_scale) / (_f32(y_scale) * F32(n))
     y = requantize(acc, scale, _zp(y_zero_point, X.dtype.type), X.dtype)
     return np.moveaxis(y, 1, -1) if channels_last else y
