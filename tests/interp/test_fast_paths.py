@@ -343,3 +343,24 @@ def test_depthwise_layouts_match_onnxruntime(c, hw, k, stride, dil):
     model = _model([node], {"x": x}, inits)
     (want,) = _ort(model).run(["y"], {"x": x})
     _assert_equal(want, Interpreter(lift_model(model)).run({"x": x})["y"])
+
+
+def test_memo_keys_only_on_read_only_arrays_and_forgets_freed_ones():
+    calls = []
+
+    def make():
+        calls.append(1)
+        return len(calls)
+
+    live = np.arange(6.0)
+    assert quant._memo("t", (live,), make) == 1
+    assert quant._memo("t", (live,), make) == 2  # writable: never cached
+    const = np.arange(6.0)
+    const.flags.writeable = False
+    assert quant._memo("t", (const, None), make) == 3
+    assert quant._memo("t", (const, None), make) == 3  # cached
+    view = const.reshape(2, 3)  # a read-only view of it is another key
+    assert quant._memo("t", (view, None), make) == 4
+    key = ("t", id(const), id(None))
+    del const, view
+    assert key not in quant._MEMO  # dropped when the array is freed
