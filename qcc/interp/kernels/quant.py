@@ -726,10 +726,12 @@ def qlinear_conv(
     if B is not None:
         bias = _memo(f"bias{acc.ndim}", (B,), lambda: _bias_shape(B, acc.ndim))
         acc = _add_bias(acc, bias)
-    scale = (_f32(x_scale) * _f32(w_scale)) / _f32(y_scale)
-    y = requantize(
-        acc, _channel(scale, acc.ndim), _zp(y_zero_point), np.asarray(y_zero_point).dtype
+    scale = _memo(
+        f"conv_scale{acc.ndim}",
+        (x_scale, w_scale, y_scale),
+        lambda: _freeze(_channel((_f32(x_scale) * _f32(w_scale)) / _f32(y_scale), acc.ndim)),
     )
+    y = requantize(acc, scale, _zp(y_zero_point), np.asarray(y_zero_point).dtype)
     return np.moveaxis(y, 1, -1) if channels_last else y
 
 
