@@ -115,7 +115,8 @@ def requantize(acc: np.ndarray, scale: np.ndarray, zp: np.ndarray, dtype: np.dty
     float32 conversion rounds either to the same nearest float32).
     """
     s = _f32(scale)
-    if np.isfinite(s).all():
+    finite = bool(np.isfinite(s).all())
+    if finite and acc.size >= 2 * _EW_BLOCK:
         fast = _blocked_to_int(acc, s, zp, dtype, np.multiply)
         if fast is not None:
             return fast
@@ -125,7 +126,7 @@ def requantize(acc: np.ndarray, scale: np.ndarray, zp: np.ndarray, dtype: np.dty
         f = acc.astype(F32)
         f = np.multiply(f, s, out=_out(f, s))
     # an integer times a finite scale is never NaN: no NaN pass needed then
-    return saturate_rint(f, zp, dtype, inplace=True, nan_free=bool(np.isfinite(s).all()))
+    return saturate_rint(f, zp, dtype, inplace=True, nan_free=finite)
 
 
 _EW_BLOCK = 2**17  # elements per block of the blocked element-wise paths (512 KiB of float32)
@@ -625,9 +626,9 @@ def _add_bias(acc: np.ndarray, bias: np.ndarray) -> np.ndarray:
     b = np.asarray(bias)
     if acc.dtype == F32:
         if _out(acc, b) is not None:
-            bmax = _memo("absmax", (b,), lambda: _absmax(b.astype(np.float64)))
+            bmax, bf = _memo("f32", (b,), lambda: (_absmax(b.astype(np.float64)), b.astype(F32)))
             if _absmax(acc) + bmax < 2**24:
-                acc += _memo("f32", (b,), lambda: _freeze(b.astype(F32)))
+                acc += bf
                 return acc
         r = acc.astype(np.int32)  # exact: a float32 accumulator stays below 2**24
         return np.add(r, np.asarray(b, dtype=np.int32), out=_out(r, b))
