@@ -315,7 +315,8 @@ def test_blocked_quantize_keeps_the_nan_rule():
 @pytest.mark.parametrize(
     ("c", "hw", "k", "stride", "dil"),
     [(32, (9, 11), 3, (1, 1), (1, 1)), (48, (7, 12), 5, (2, 1), (1, 2)),
-     (16, (40, 45), 3, (2, 2), (1, 1)), (24, (6, 70), 5, (1, 1), (1, 1))],
+     (16, (40, 45), 3, (2, 2), (1, 1)), (24, (6, 70), 5, (1, 1), (1, 1)),
+     (96, (3, 90), 5, (1, 1), (1, 1))],
 )  # fmt: skip
 def test_depthwise_layouts_match_onnxruntime(c, hw, k, stride, dil):
     """Narrow images take the channels-last depthwise path, wide ones the channel blocks."""

@@ -468,9 +468,9 @@ _IM2COL_TILE_BYTES = 2**18
 
 
 def _depthwise_channels_last(xp, w, strides, dilations, out) -> np.ndarray:
-    """A 2-D depthwise convolution of the padded ``xp`` with channels innermost: on narrow
-    images (a few pixels per row, many channels) each tap's multiply-add then runs over long
-    contiguous channel vectors instead of short rows (two to three times faster there)."""
+    """A 2-D depthwise convolution of the padded ``xp`` with channels innermost: on narrow or
+    tiny images with many channels each tap's multiply-add then runs over long contiguous
+    channel vectors instead of short rows (up to three times faster there)."""
     xt = np.ascontiguousarray(xp.transpose(0, 2, 3, 1))
     wt = np.ascontiguousarray(w[:, 0].transpose(1, 2, 0))  # [kh, kw, C]
     n, c = xp.shape[:2]
@@ -534,7 +534,7 @@ def _depthwise(x, w, strides, dilations, pads) -> np.ndarray:
     if any(o <= 0 for o in out):
         raise InterpError(f"kernel {kernel} does not fit the padded input {xp.shape[2:]}")
     n, c = x.shape[:2]
-    if nsp == 2 and out[1] < 32 and c >= 16:
+    if nsp == 2 and ((out[1] < 32 and c >= 16) or (c >= 64 and out[0] * out[1] <= 384)):
         return _depthwise_channels_last(xp, w, strides, dilations, out)
     acc = np.empty((n, c, *out), dtype=F32)
     # channel blocks small enough that the block's accumulator, product and input stay in the
