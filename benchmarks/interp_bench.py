@@ -5,8 +5,9 @@ For each model of ``../shared/zoo`` (built in ``~/.cache/qcc-zoo``, or ``--zoo``
 quantizes it with qcc's default recipe (``int8-ort``, 32 calibration samples) unless
 ``--quantized DIR`` already holds ``<model>*.onnx`` files, then for each quantized model:
 
-- times onnxruntime (default session options, one thread) and the interpreter (``ort-x86``)
-  per sample, alternating, median of ``--runs``; prints the ratio (the target: at most 20x);
+- times onnxruntime (default session options, one thread) and the interpreter (``ort-x86``,
+  one BLAS thread unless ``OPENBLAS_NUM_THREADS`` says otherwise) per sample, alternating,
+  median of ``--runs``; prints the ratio (the target: at most 20x);
 - runs ``qcc verify --tensors all`` on 4 calibration samples and reports integer tensors
   bit-exact / total, and how many tensors after float islands differ.
 
@@ -19,10 +20,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+# One BLAS thread for the interpreter, as onnxruntime gets one intra-op thread; set before numpy
+# loads OpenBLAS (on a shared 2-core machine a second BLAS thread made the interpreter slower).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 import onnxruntime as ort

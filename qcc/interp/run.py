@@ -36,6 +36,24 @@ class Step:
     spec: KernelSpec
     attrs: dict[str, object]
     free: tuple[Value, ...]
+    args: tuple[tuple[Value | None, object], ...] = ()
+
+
+_FROM_ENV = object()  # marks an argument read from the values computed so far
+
+
+def _arg_plan(node: Node) -> tuple[tuple[Value | None, object], ...]:
+    """``(value, source)`` per input: None for an absent input, the array for a constant, or
+    :data:`_FROM_ENV` for a value computed at run time."""
+    plan = []
+    for v in node.inputs:
+        if v is None or not v.name:
+            plan.append((v, None))
+        elif v.is_constant:
+            plan.append((v, v.const))
+        else:
+            plan.append((v, _FROM_ENV))
+    return tuple(plan)
 
 
 @functools.cache
@@ -76,7 +94,7 @@ class Interpreter:
             attrs = {k: _attr_value(a.value) for k, a in node.attrs.items()}
             if _takes_num_outputs(spec.fn):
                 attrs["_num_outputs"] = len(node.outputs)
-            self.steps.append(Step(node, spec, attrs, ()))
+            self.steps.append(Step(node, spec, attrs, (), _arg_plan(node)))
         if missing:
             more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
             raise InterpError(
@@ -143,20 +161,15 @@ class Interpreter:
         kept: dict[str, np.ndarray] = {}
         for st in self.steps:
             node = st.node
-            args = []
-            for v in node.inputs:
-                if v is None or not v.name:
-                    args.append(None)
-                elif v.is_constant:
-                    args.append(v.const)
-                else:
-                    try:
-                        args.append(env[v])
-                    except KeyError:
-                        raise InterpError(
-                            f"while executing node {node.describe()}: input {v.name!r} "
-                            "has no value (graph inputs not fed or nodes out of order)"
-                        ) from None
+            try:
+                # constants and absent inputs were resolved when the plan was made
+                args = [env[v] if c is _FROM_ENV else c for v, c in st.args]
+            except KeyError as e:
+                v = e.args[0]
+                raise InterpError(
+                    f"while executing node {node.describe()}: input {v.name!r} "
+                    "has no value (graph inputs not fed or nodes out of order)"
+                ) from None
             try:
                 res = st.spec.fn(*args, **st.attrs)
             except InterpError as e:

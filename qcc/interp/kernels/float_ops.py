@@ -386,8 +386,20 @@ def hard_sigmoid(x, alpha=0.2, beta=0.5):
 def hard_swish(x):
     """``x * max(0, min(1, x/6 + 0.5))`` with alpha = 1/6 as a float32 multiply."""
     x = np.asarray(x)
-    v = x * F32(1.0 / 6.0) + F32(0.5)
-    return (x * np.maximum(np.minimum(v, F32(1)), F32(0))).astype(x.dtype)
+    if x.dtype != F32 or x.ndim == 0:
+        v = x * F32(1.0 / 6.0) + F32(0.5)
+        return (x * np.maximum(np.minimum(v, F32(1)), F32(0))).astype(x.dtype)
+    # the same float32 operations, in place, block by block (the block stays in the CPU cache)
+    out = np.empty(x.shape, F32)
+    xf, of = x.reshape(-1), out.reshape(-1)
+    for s in range(0, xf.size, 2**16):
+        xb, v = xf[s : s + 2**16], of[s : s + 2**16]
+        np.multiply(xb, F32(1.0 / 6.0), out=v)
+        v += F32(0.5)
+        np.minimum(v, F32(1), out=v)
+        np.maximum(v, F32(0), out=v)
+        np.multiply(xb, v, out=v)
+    return out
 
 
 @kernel("Softplus", since=1, exact=False)
@@ -804,8 +816,9 @@ def layer_norm(x, scale, b=None, axis=-1, epsilon=1e-5, stash_type=1):
 # ============================================================================ pooling
 
 
-def _pool_windows(x, kernel_shape, strides, pads, auto_pad, dilations, ceil_mode, fill):
-    """Padded input as windows: array [N, C, *out, *k] plus the per-axis padding used."""
+def _pool_windows(x, kernel_shape, strides, pads, auto_pad, dilations, ceil_mode, fill, raw=False):
+    """Padded input as windows: array [N, C, *out, *k] plus the per-axis padding used
+    (with ``raw``, the padded input itself instead of its windows, and no masks)."""
     nsp = x.ndim - 2
     k_sp = list(kernel_shape)
     strides = list(strides or [1] * nsp)
@@ -835,13 +848,8 @@ def _pool_windows(x, kernel_shape, strides, pads, auto_pad, dilations, ceil_mode
     extra = [max(0, (out_sp[i] - 1) * strides[i] + (k_sp[i] - 1) * dilations[i] + 1
                  - (in_sp[i] + pb[i])) for i in range(nsp)]  # fmt: skip
     width = [(pb[i], extra[i]) for i in range(nsp)]
-    xp = np.pad(x, [(0, 0), (0, 0), *width], constant_values=fill)
-    valid = np.pad(np.ones(in_sp, bool), width, constant_values=False)
-    # count_include_pad counts the explicit padding, not a ceil_mode window's overhang
-    inpad = np.ones(valid.shape, bool)
-    for i in range(nsp):
-        inside = np.arange(valid.shape[i]) < in_sp[i] + pb[i] + pe[i]
-        inpad &= inside.reshape([-1 if j == i else 1 for j in range(nsp)])
+    xp = np.full((*x.shape[:2], *(in_sp[i] + sum(width[i]) for i in range(nsp))), fill, x.dtype)
+    xp[(..., *(slice(pb[i], pb[i] + in_sp[i]) for i in range(nsp)))] = x
     sel = tuple(slice(None, (out_sp[i] - 1) * strides[i] + 1, strides[i]) for i in range(nsp))
     win_k = tuple(slice(None, None, dilations[i]) for i in range(nsp))
 
@@ -850,6 +858,14 @@ def _pool_windows(x, kernel_shape, strides, pads, auto_pad, dilations, ceil_mode
         v = np.lib.stride_tricks.sliding_window_view(a, ke, axis=tuple(range(lead, lead + nsp)))
         return v[(*([slice(None)] * lead), *sel, *win_k)]
 
+    if raw:
+        return xp, None, None, out_sp
+    valid = np.pad(np.ones(in_sp, bool), width, constant_values=False)
+    # count_include_pad counts the explicit padding, not a ceil_mode window's overhang
+    inpad = np.ones(valid.shape, bool)
+    for i in range(nsp):
+        inside = np.arange(valid.shape[i]) < in_sp[i] + pb[i] + pe[i]
+        inpad &= inside.reshape([-1 if j == i else 1 for j in range(nsp)])
     return windows(xp, 2), windows(valid, 0), windows(inpad, 0), out_sp
 
 
@@ -867,13 +883,22 @@ def max_pool(
     x = np.asarray(x)
     nsp = x.ndim - 2
     low = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
-    win, valid, _, out_sp = _pool_windows(
-        x, kernel_shape, strides, pads, auto_pad, dilations, ceil_mode, low
+    xp, valid, _, out_sp = _pool_windows(
+        x, kernel_shape, strides, pads, auto_pad, dilations, ceil_mode, low, raw=True
     )
-    ax = tuple(range(-nsp, 0))
-    y = win.max(axis=ax).astype(x.dtype)
+    # the window maximum tap by tap: strided views, no reduction over tiny trailing axes
+    st = list(strides or [1] * nsp)
+    dl = list(dilations or [1] * nsp)
+    y = None
+    for offs in np.ndindex(*kernel_shape):
+        tap = xp[(..., *(slice(o * d, o * d + (n - 1) * s + 1, s)
+                         for o, d, n, s in zip(offs, dl, out_sp, st, strict=True)))]  # fmt: skip
+        if y is None:
+            y = np.array(tap, dtype=x.dtype)
+        else:
+            np.maximum(y, tap, out=y)
     # Indices output (row-major over the unpadded input) is rarely used; computed on demand.
-    return y, _max_pool_indices(x, win, valid, out_sp, kernel_shape, strides, dilations, pads,
+    return y, _max_pool_indices(x, xp, valid, out_sp, kernel_shape, strides, dilations, pads,
                                 auto_pad, storage_order)  # fmt: skip
 
 
@@ -1759,7 +1784,9 @@ def lstm(
                 gates = xt @ w64[d].T + hb @ r64[d].T + bb[: 4 * hs] + bb[4 * hs :]
                 if clip is not None:
                     gates = np.clip(gates, -clip, clip)
-                gi, go, gf, gc = np.split(gates, 4, axis=1)
+                # the four gate blocks as views (np.split costs more than the step's math)
+                gi, go = gates[:, :hs], gates[:, hs : 2 * hs]
+                gf, gc = gates[:, 2 * hs : 3 * hs], gates[:, 3 * hs :]
                 it = f(gi + pp[:hs] * cb)
                 ft = f(gf + pp[2 * hs :] * cb)
                 if input_forget:
