@@ -6,7 +6,9 @@ the model's calibration file:
 * ``l2``: ``prune25`` ranking channels by the L2 norm of their filters, no recovery (the
   classic filter-pruning baseline);
 * ``no-recovery``: ``prune25`` ranking by output error, without least-squares recovery;
-* ``prune25``: the built-in recipe (output error, least-squares recovery);
+* ``exact25``: ``prune25`` with exactly 25% of every layer (``multiple = 1``);
+* ``prune25``: the built-in recipe (output error, least-squares recovery, widths in multiples
+  of 8);
 * ``prune25-int8``: the same followed by the default INT8 quantization;
 
 and prints, against the FP32 model: parameters, MACs (at the calibration sample's shape) and
@@ -36,6 +38,7 @@ MODELS = ["tv_mobilenet_v3_small", "ppocr_cls_v2", "ppocrv4_det"]
 CONFIGS = {
     "l2": ["-r", "prune25", "-D", "criterion=l2", "-D", "recovery=none"],
     "no-recovery": ["-r", "prune25", "-D", "recovery=none"],
+    "exact25": ["-r", "prune25", "-D", "multiple=1"],
     "prune25": ["-r", "prune25"],
     "prune25-int8": ["-r", "prune25-int8"],
 }
