@@ -328,7 +328,34 @@ class _Quantizer:
                 )
             for v in members:
                 out[v] = qp
+        if self.cap.min_constant_ratio:
+            self._floor_constant_scales(out)
         return out
+
+    def _floor_constant_scales(self, out: dict[Value, QParams]) -> None:
+        """A constant operand of an integer Add/Sub gets a scale of at least
+        ``min_constant_ratio`` times the output's: XNNPACK delegates an int8 ADD only when
+        each input's scale over the output's is at least 2^-10, and a tiny learned bias
+        (PP-LCNet's 1.7e-5) quantized at ``|b| / 127`` falls below it; at the floor the
+        constant still lands within a fraction of an output step of its value."""
+        floor = self.cap.min_constant_ratio
+        for node, k in self.kind.items():
+            if k is not Kind.INTEGER or node.op_type not in ("Add", "Sub"):
+                continue
+            y = node.outputs[0]
+            if self.internal(y):  # the Relu/Clip absorbed into the Q after it
+                y = y.consumers()[0].outputs[0]
+            qy = out.get(y)
+            if qy is None:
+                continue
+            least = np.float32(float(qy.scale) * floor)
+            for v in node.inputs[:2]:
+                qv = out.get(v) if v is not None and v.const is not None else None
+                if qv is None or qv.per_channel or qv.scale >= least:
+                    continue
+                out[v] = QParams(
+                    qv.dtype, np.asarray(least, np.float32), np.zeros((), qv.zero_point.dtype)
+                )
 
     def fixed_output(self, members: list[Value]) -> tuple[float, int] | None:
         """The (scale, zero point) the target fixes for a group whose sources are all outputs

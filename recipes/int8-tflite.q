@@ -36,8 +36,12 @@ scheme a8 = int8 asymmetric per_tensor observer $observer
 
 pipeline {
   use cleanup
-  # HardSigmoid (squeeze-and-excitation gates) as Mul, Add and a Clip: integer MUL and ADD
-  # instead of a float island (TFLite has no HARD_SIGMOID).
+  # HardSwish as x * HardSigmoid(x): XNNPACK runs no int8 HARD_SWISH (each one runs in the
+  # slow builtin kernel and splits the delegated graph); cleanup's recompose-hardswish has
+  # already brought every exporter's spelling to one HardSwish.
+  decompose-hardswish
+  # HardSigmoid (squeeze-and-excitation gates, and the HardSwish gates above) as Mul, Add and
+  # a Clip: integer MUL and ADD (TFLite has no HARD_SIGMOID).
   decompose-hardsigmoid
   # Conv/Gemm/MatMul + Relu or ReLU6: TFLite's fused activation.
   fuse-activations

@@ -181,7 +181,8 @@ class Target:
     ``uint8_constants``: constant operands of integer ops are quantized as uint8 whatever the
     activation type (x86 onnxruntime fuses only those). ``fixed_outputs``: op -> (scale, zero
     point) its int8 output must have. ``activation_types``: the 8-bit activation types the
-    runtime has integer kernels for.
+    runtime has integer kernels for. ``min_constant_ratio``: the least scale of a constant Add/Sub
+    operand relative to the output's (XNNPACK refuses smaller ratios).
     """
 
     name: str
@@ -189,6 +190,7 @@ class Target:
     uint8_constants: bool = False
     fixed_outputs: Mapping[str, tuple[float, int]] = dataclasses.field(default_factory=dict)
     activation_types: tuple[str, ...] = ("int8", "uint8")
+    min_constant_ratio: float | None = None  # least scale of an Add/Sub constant, / output's
 
     def __call__(self, node: Node) -> OpCapability:
         return self.capability(node)
@@ -205,5 +207,6 @@ TARGETS: dict[str, Target] = {
             "Tanh": (1 / 128, 0),
         },
         activation_types=("int8",),
+        min_constant_ratio=2.0**-9,  # XNNPACK's ADD takes input/output scale ratios >= 2^-10
     ),
 }

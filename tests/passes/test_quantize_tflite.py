@@ -144,3 +144,33 @@ def test_a_concat_of_sigmoid_scores_and_boxes_is_not_clipped_to_the_sigmoid_rang
     want = ort_run(proto, feeds[0])[0]
     got = ort_run(lower_model(m), feeds[0])[0]
     assert np.abs(got - want).max() <= 2 * scale  # a step or two everywhere, boxes included
+
+
+def test_a_tiny_constant_addend_keeps_the_add_in_xnnpack():
+    # PP-LCNet ends blocks with x + b for a learned scalar b ~ 1e-5: quantized at |b| / 127
+    # its scale is 1e-7 of the output's, and XNNPACK refuses an ADD whose input/output scale
+    # ratio is below 2^-10 (the op then runs in the builtin kernel and splits the partition)
+    from qcc.backend.tflite import convert
+    from qcc.interp.tflite.model import parse
+    from qcc.interp.tflite.verify import litert_delegated, litert_interpreter
+
+    rng = np.random.default_rng(5)
+    proto = make_model(
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"]),
+            helper.make_node("Add", ["c", "b"], ["y"]),
+        ],
+        {"x": (F, [1, 3, 4, 4])},
+        {"y": (F, [1, 4, 4, 4])},
+        {"w": rng.normal(0, 1, (4, 3, 1, 1)).astype(np.float32), "b": np.float32([1.7e-5])},
+    )
+    feeds = [{"x": rng.normal(0, 1, (1, 3, 4, 4)).astype(np.float32)} for _ in range(4)]
+    m = quantize_tflite(proto, feeds)
+    add = next(n for n in m.graph if n.op_type == "Add")
+    b_scale = float(add.input(1).producer.input(1).const)
+    y_scale = q_params(m)["y"][0]
+    assert b_scale == np.float32(y_scale * 2.0**-9)
+    data = convert(lower_model(m))
+    tfl = parse(data)
+    (op,) = [o for o in tfl.operators if o.op == "ADD"]
+    assert op.index in litert_delegated(litert_interpreter(data, "tflite-xnnpack"))
