@@ -74,8 +74,18 @@ def _(g: G) -> None:
 @case("conv_transpose_valid", ops={"TRANSPOSE_CONV"})
 def _(g: G) -> None:
     x = g.input((1, 4, 5, 5))
-    w, ws = g.weight((4, 6, 2, 2), 1)
+    w, ws = g.weight((4, 6, 3, 3), 1)
     g.output(g.op("ConvTranspose", [x, w, g.bias(6, 0.05, ws)], strides=[2, 2]), 0.05, 0)
+
+
+# kernel == stride, no padding: a 1x1 CONV_2D to k*k*Cout channels, then DEPTH_TO_SPACE, with
+# the Relu fused into the conv (the upsampling heads of segmentation/detection nets)
+@case("conv_transpose_kernel_is_stride_relu", ops={"CONV_2D", "DEPTH_TO_SPACE"})
+def _(g: G) -> None:
+    x = g.input((1, 4, 5, 5))
+    w, ws = g.weight((4, 3, 2, 2), 1)
+    y = g.op("ConvTranspose", [x, w, g.bias(3, 0.05, ws)], strides=[2, 2])
+    g.output(g.op("Relu", [y]), 0.05, -128)
 
 
 @case("conv_transpose_same_relu", ops={"TRANSPOSE_CONV", "RELU"})

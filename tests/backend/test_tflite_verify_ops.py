@@ -38,3 +38,15 @@ def test_interpreter_matches_litert_on_the_backends_output(
     bad = [(r.name, r.mismatches, r.max_diff) for r in report.integer_mismatches]
     assert bad == []  # bit-exact on every integer tensor
     assert report.delegation_differs == []
+
+
+def test_kernel_equal_to_stride_transpose_conv_is_one_conv_and_depth_to_space():
+    from tests.backend.qdq import op_counts
+
+    build, _, _ = CASES["conv_transpose_kernel_is_stride_relu"]
+    g = G(seed=1)
+    build(g)
+    data = convert(g.model())
+    counts = dict(op_counts(data))
+    # the Relu is fused into the CONV_2D: no RELU op, no TRANSPOSE_CONV
+    assert counts == {"QUANTIZE": 1, "CONV_2D": 1, "DEPTH_TO_SPACE": 1, "DEQUANTIZE": 1}

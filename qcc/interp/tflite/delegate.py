@@ -33,6 +33,7 @@ _QS8 = {
     "LEAKY_RELU",
     "PAD",
     "TRANSPOSE",
+    "DEPTH_TO_SPACE",
     "RESHAPE",
     "RESIZE_BILINEAR",
     "SPLIT",

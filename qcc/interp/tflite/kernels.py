@@ -786,6 +786,22 @@ def reshape(c: Call, x, *_):
     return x.reshape(c.out.shape)
 
 
+@tkernel("DEPTH_TO_SPACE", exact=True)
+def depth_to_space(c: Call, x):
+    b = int(c.opts["block_size"])
+    n, h, w, d = x.shape
+    y = x.reshape(n, h, w, b, b, d // (b * b)).transpose(0, 1, 3, 2, 4, 5)
+    return y.reshape(n, h * b, w * b, d // (b * b))
+
+
+@tkernel("SPACE_TO_DEPTH", exact=True)
+def space_to_depth(c: Call, x):
+    b = int(c.opts["block_size"])
+    n, h, w, d = x.shape
+    y = x.reshape(n, h // b, b, w // b, b, d).transpose(0, 1, 3, 2, 4, 5)
+    return y.reshape(n, h // b, w // b, b * b * d)
+
+
 @tkernel("TRANSPOSE", exact=True)
 def transpose(c: Call, x, perm):
     return np.transpose(x, [int(p) for p in np.asarray(perm)])
