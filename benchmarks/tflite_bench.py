@@ -129,9 +129,11 @@ if any(not ok.match(n.name) for n in m.graph.node):
             used.add(new)
             n.name = new
     fixed.append("node names")
+# onnx2tf runs onnxsim on its input file and overwrites it in place: hand it a copy, never
+# the caller's model (the zoo's files were rewritten that way once)
+src = os.path.join(work, "input.onnx")
+onnx.save(m, src)
 if fixed:
-    src = os.path.join(work, "fixed.onnx")
-    onnx.save(m, src)
     print("fixed before onnx2tf:", ", ".join(fixed), file=sys.stderr)
 model = onnx2tf.convert(input_onnx_file_path=src, output_folder_path=os.path.join(work, "o2t"),
                         overwrite_input_shape=[f"{name}:{shape}"], disable_model_save=True,
