@@ -165,8 +165,8 @@ def main(ctx: click.Context, debug: bool, verbose: int) -> None:
     "--verify",
     "verify_output",
     is_flag=True,
-    help="Before writing, check the result bit-exact against onnxruntime (qcc verify); "
-    "exit 1 and write nothing on a mismatch.",
+    help="Before writing, check the result bit-exact against onnxruntime, or LiteRT for a "
+    ".tflite (qcc verify); exit 1 and write nothing on a mismatch.",
 )
 @click.option("--explain", is_flag=True, help="Show which nodes each selector matched.")
 @click.option(

@@ -94,8 +94,10 @@ def compile_model(
     ``calib`` overrides the recipe's calibration data; ``progress(total, label)`` returns a
     callback ``advance(n)`` for long passes (the CLI draws a progress bar). ``verify`` runs
     ``qcc verify`` (every quantized tensor, up to 8 calibration samples or 4 random inputs) on
-    the result before writing it; an integer mismatch raises :class:`VerifyFailed` (exit 1)
-    and nothing is written.
+    the result before writing it, against onnxruntime or, for a ``.tflite``, LiteRT; an
+    integer mismatch raises :class:`VerifyFailed` (exit 1) and nothing is written. An output
+    ending in ``.tflite`` runs the TFLite backend (with the ``int8-tflite`` recipe when none is
+    given).
     """
     from qcc.recipe.resolve import check_selectors, load_recipe
 
@@ -216,7 +218,6 @@ def _verify_tflite(data: bytes, session):
     seeded random inputs."""
     from qcc.interp.tflite.model import parse
     from qcc.interp.tflite.verify import random_feeds, verify_tflite
-    from qcc.verify import VerifyFailed
 
     tfl = parse(data, "compiled model")
     feeds, what = None, "random (seed 0)"
@@ -230,15 +231,7 @@ def _verify_tflite(data: bytes, session):
     if feeds is None:
         feeds = random_feeds(tfl, 4)
     report = verify_tflite(tfl, feeds, tensors="all", name="compiled model", data=what)
-    if not report.ok:
-        bad = report.integer_mismatches
-        raise VerifyFailed(
-            f"--verify: {len(bad)} integer tensor(s) differ between LiteRT and the "
-            f"interpreter (first: {bad[0].name!r}, {bad[0].mismatches} element(s), max "
-            f"{bad[0].max_diff:g} LSB); nothing was written",
-            hint="run qcc verify on a model compiled without --verify for the full table",
-        )
-    return report
+    return _checked(report, "LiteRT")
 
 
 def _tflite_feed(tfl, sample: Mapping[str, np.ndarray]) -> dict[str, np.ndarray] | None:
@@ -268,7 +261,7 @@ def _tflite_feed(tfl, sample: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]
 def _verify(model, session):
     """Verify the compiled model against onnxruntime before it is written."""
     from qcc.frontend.lower import lower_model
-    from qcc.verify import VerifyFailed, random_feeds, verify_proto
+    from qcc.verify import random_feeds, verify_proto
 
     if session.calibration is not None:
         cal = session.calibration
@@ -279,10 +272,17 @@ def _verify(model, session):
     report = verify_proto(
         lower_model(model), feeds, tensors="all", name="compiled model", data=data
     )
+    return _checked(report, "onnxruntime")
+
+
+def _checked(report, runtime: str):
+    """``report``, or :class:`VerifyFailed` (exit 1, nothing written) on an integer mismatch."""
+    from qcc.verify import VerifyFailed
+
     if not report.ok:
         bad = report.integer_mismatches
         raise VerifyFailed(
-            f"--verify: {len(bad)} integer tensor(s) differ between onnxruntime and the "
+            f"--verify: {len(bad)} integer tensor(s) differ between {runtime} and the "
             f"interpreter (first: {bad[0].name!r}, {bad[0].mismatches} element(s), max "
             f"{bad[0].max_diff:g} LSB); nothing was written",
             hint="run qcc verify on a model compiled without --verify for the full table",
