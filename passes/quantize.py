@@ -21,6 +21,12 @@ Placement (onnxruntime's x86 QDQ transformer, :mod:`qcc.quant.capability`):
 * everything else stays float between a DQ and a Q, with no quantizer between two float ops.
   The report lists every op kept in float and why.
 
+For a ``.tflite`` output (``observe`` plans for the ``tflite`` table) the same placement
+follows TFLite's quantization spec instead: int8 activations, int8 constant operands, fixed
+LOGISTIC/SOFTMAX/TANH output parameters (unless a shared group has other sources: then the
+backend requantizes), one scale across CONCATENATION and the other shared ops, and constant
+Add/Sub operands no finer than 2^-9 of the output scale (XNNPACK's limit).
+
 ``on``/``exclude`` choose which nodes are quantized (``quantize exclude op(Softmax)``);
 excluded nodes stay in float.
 
