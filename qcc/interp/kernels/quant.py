@@ -661,10 +661,19 @@ def conv_integer(
     strides: list[int] | None = None,
 ) -> np.ndarray:
     """int32 ``sum (x - zx)(w - zw)``; padding contributes 0."""
+    acc = _conv_sum(
+        x, x_zero_point, w, w_zero_point, auto_pad, dilations, group, kernel_shape, pads, strides
+    )
+    return _to_int(acc).astype(np.int32)
+
+
+def _conv_sum(x, zx, w, zw, auto_pad, dilations, group, kernel_shape, pads, strides):
+    """The exact ``sum (x - zx)(w - zw)`` of a convolution (padding contributes 0), in the
+    float type :func:`conv_accumulate` chose; shared by ConvInteger and QLinearConv."""
     st, dl, pd = _conv_geometry(x.shape, w.shape, auto_pad, dilations, kernel_shape, pads, strides)
-    xc, xmax = _centred_absmax(x, x_zero_point)
-    wc, wmax, wl1 = _const_centred(w, w_zero_point, w.ndim)
-    acc = conv_accumulate(
+    xc, xmax = _centred_absmax(x, zx)
+    wc, wmax, wl1 = _const_centred(w, zw, w.ndim)
+    return conv_accumulate(
         xc,
         wc,
         group=group,
@@ -674,7 +683,6 @@ def conv_integer(
         prod_max=xmax * wmax,
         sum_max=xmax * wl1,
     )
-    return _to_int(acc).astype(np.int32)
 
 
 def _bias_shape(b: np.ndarray, ndim: int) -> np.ndarray:
@@ -711,18 +719,8 @@ def qlinear_conv(
     ``y = sat(rint(f32(f32(acc) * f32(f32(sx*sw[c])/sy))) + zy)``."""
     if channels_last:
         x = np.moveaxis(x, -1, 1)
-    st, dl, pd = _conv_geometry(x.shape, w.shape, auto_pad, dilations, kernel_shape, pads, strides)
-    xc, xmax = _centred_absmax(x, x_zero_point)
-    wc, wmax, wl1 = _const_centred(w, w_zero_point, w.ndim)
-    acc = conv_accumulate(
-        xc,
-        wc,
-        group=group,
-        strides=st,
-        dilations=dl,
-        pads=pd,
-        prod_max=xmax * wmax,
-        sum_max=xmax * wl1,
+    acc = _conv_sum(
+        x, x_zero_point, w, w_zero_point, auto_pad, dilations, group, kernel_shape, pads, strides
     )
     if B is not None:
         bias = _memo(f"bias{acc.ndim}", (B,), lambda: _bias_shape(B, acc.ndim))
