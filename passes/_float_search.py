@@ -52,7 +52,7 @@ from qcc.errors import PassError
 from qcc.frontend import lower_model
 from qcc.ir import Node, Value, fusion_group
 from qcc.quant.capability import Kind
-from qcc.quant.params import QParams, compute_qparams
+from qcc.quant.params import QParams, compute_qparams, energy_db
 from qcc.quant.params import quantize as quantize_array
 from qcc.quant.scheme import QDType
 
@@ -400,7 +400,7 @@ class Simulation:
         for feed, ref in zip(self.feeds, self.reference, strict=True):
             for k, (r, got) in enumerate(zip(ref, self._run(feed, flags), strict=True)):
                 energy[k] += _energies(r, got)
-        return min((_db(s, e) for s, e in energy), default=float("inf"))
+        return min((energy_db(s, e) for s, e in energy), default=float("inf"))
 
     def measure(self, proto: onnx.ModelProto) -> float:
         """The output SQNR of a real (quantized) model on the same samples."""
@@ -413,7 +413,7 @@ class Simulation:
         for feed, ref in zip(self.feeds, self.reference, strict=True):
             for k, (r, got) in enumerate(zip(ref, sess.run(self.outputs, feed), strict=True)):
                 energy[k] += _energies(r, got)
-        return min((_db(s, e) for s, e in energy), default=float("inf"))
+        return min((energy_db(s, e) for s, e in energy), default=float("inf"))
 
 
 def search_float(q, target: float, *, max_float: int, samples: int) -> Callable | None:
@@ -527,11 +527,3 @@ def _dequantize(q: np.ndarray, scale: np.ndarray, zero: np.ndarray, axis: int | 
 def _energies(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
     r = np.asarray(ref, dtype=np.float64)
     return np.array([np.sum(r**2), np.sum((r - np.asarray(got, dtype=np.float64)) ** 2)])
-
-
-def _db(signal: float, noise: float) -> float:
-    if noise == 0:
-        return float("inf")
-    if signal == 0:
-        return float("-inf")
-    return float(10 * np.log10(signal / noise))

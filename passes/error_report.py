@@ -22,7 +22,7 @@ from qcc.frontend import lower_model
 from qcc.frontend.ort_eval import session_options
 from qcc.ir import Graph
 from qcc.pipeline import PassContext, PassResult, register_pass
-from qcc.quant.params import dequantize
+from qcc.quant.params import dequantize, energy_db
 from qcc.quant.plan import get_plan
 
 
@@ -66,7 +66,7 @@ def error_report(graph: Graph, ctx: PassContext, *, samples: int = 8, show: int 
             _accumulate(energy, f"output {name}", fa[name], qa[name])
         for name, qname in zip(fp32_names, q_names, strict=True):
             _accumulate(energy, name, fa[name], dequantize(qa[qname], plan.quantized[name][1]))
-    sqnr = {k: _db(s, e) for k, (s, e) in energy.items()}
+    sqnr = {k: energy_db(s, e) for k, (s, e) in energy.items()}
     result = PassResult()
     result.stats["samples"] = n
     for name in outputs:
@@ -91,11 +91,3 @@ def _accumulate(energy: dict[str, list[float]], key: str, ref: np.ndarray, got: 
     e = energy.setdefault(key, [0.0, 0.0])
     e[0] += float(np.sum(ref64**2))
     e[1] += float(np.sum((ref64 - np.asarray(got, dtype=np.float64)) ** 2))
-
-
-def _db(signal: float, noise: float) -> float:
-    if noise == 0:
-        return float("inf")
-    if signal == 0:
-        return float("-inf")
-    return float(10 * np.log10(signal / noise))

@@ -177,7 +177,12 @@ def sqnr_db(ref: np.ndarray, got: np.ndarray) -> float:
     """Signal-to-quantization-noise ratio in dB (inf when exact)."""
     ref = np.asarray(ref, dtype=np.float64)
     noise = np.sum((ref - np.asarray(got, dtype=np.float64)) ** 2)
-    signal = np.sum(ref**2)
+    return energy_db(float(np.sum(ref**2)), float(noise))
+
+
+def energy_db(signal: float, noise: float) -> float:
+    """``10 log10(signal / noise)`` of summed energies: inf when the noise is 0, -inf when the
+    signal is."""
     if noise == 0:
         return float("inf")
     if signal == 0:
