@@ -577,13 +577,10 @@ class ChannelGraph:
         rank = self._rank(x)
         if m is None:
             return
-        axes = node.attr("axes")
+        axes = _ints(node, "axes", 1)
         if axes is None and node.input(1) is not None:
-            c = constant_value(node.input(1))
-            axes = None if c is None else c.reshape(-1).tolist()
-            if c is None:
-                self._block(m.ids, f"{node.describe()} has non-constant axes")
-                return
+            self._block(m.ids, f"{node.describe()} has non-constant axes")
+            return
         if rank is None or not axes:
             self._block(m.ids, f"{node.describe()} reduces over the channels")
             return
@@ -615,10 +612,7 @@ class ChannelGraph:
         m = self._mapped(x)
         if m is None:
             return
-        axes = node.attr("axes")
-        if axes is None and node.input(1) is not None:
-            c = constant_value(node.input(1))
-            axes = None if c is None else c.reshape(-1).tolist()
+        axes = _ints(node, "axes", 1)
         rank_in = self._rank(x)
         if axes is None or rank_in is None:
             self._block(m.ids, f"{node.describe()}: unknown axes")
@@ -641,10 +635,7 @@ class ChannelGraph:
         rank = self._rank(x)
         if m is None:
             return
-        pads = node.attr("pads")
-        if pads is None and node.input(1) is not None:
-            c = constant_value(node.input(1))
-            pads = None if c is None else c.reshape(-1).tolist()
+        pads = _ints(node, "pads", 1)
         value = node.input(2)
         if (
             pads is None
@@ -742,13 +733,10 @@ class ChannelGraph:
             for o in node.outputs:
                 self._set(o, m.axis, m.ids)
             return
-        split = node.attr("split")
+        split = _ints(node, "split", 1)
         if split is None and node.input(1) is not None:
-            c = constant_value(node.input(1))
-            if c is None:
-                self._block(m.ids, f"{node.describe()} has non-constant sizes")
-                return
-            split = c.reshape(-1).tolist()
+            self._block(m.ids, f"{node.describe()} has non-constant sizes")
+            return
         n = len(node.outputs)
         if split is None:
             if len(m.ids) % n:
@@ -841,3 +829,13 @@ class ChannelGraph:
             self._set(node.output, k, ids)
             return
         self._block(m.ids, f"{node.describe()} reshapes the channels")
+
+
+def _ints(node: Node, attr: str, index: int) -> list | None:
+    """Attribute ``attr``, or the constant input ``index`` that replaced it in later opsets,
+    as a list; None when neither is given or the input is not a constant."""
+    values = node.attr(attr)
+    if values is None and node.input(index) is not None:
+        c = constant_value(node.input(index))
+        values = None if c is None else c.reshape(-1).tolist()
+    return values
