@@ -706,61 +706,57 @@ def run_cmd(obj: _Ctx, model: Path, data: str, output: Path, profile: str) -> No
         if model.suffix.lower() == ".tflite":
             return _run_tflite(model, data, output, profile)
         from qcc.frontend import read_model
-        from qcc.frontend.writer import save_npz
         from qcc.interp import Interpreter
         from qcc.interp.profiles import get_profile
         from qcc.quant.data import open_calibration
 
         get_profile(profile)
-        if output.suffix.lower() != ".npz":
-            raise QccError("qcc run writes .npz files: give -o OUT.npz", path=output)
-        if str(output.parent) and not output.parent.is_dir():
-            raise QccError(f"output directory {str(output.parent)!r} does not exist", path=output)
+        _check_npz_output(output)
         m = read_model(model)
         cal = open_calibration(data, m)
         it = Interpreter(m, profile=profile)
         names = [v.name for v in it.graph.outputs]
-        stacks: dict[str, list] = {n: [] for n in names}
-        advance = _progress(cal.count, "run")
-        for i in range(cal.count):
-            res = it.run(cal.get(i))
-            for n in names:
-                stacks[n].append(res[n])
-            advance(1)
-        import numpy as np
-
-        save_npz(output, {n: np.stack(v) for n, v in stacks.items()})
-        out.print(f"wrote {escape(str(output))}: {len(names)} output(s) x {cal.count} sample(s)")
-        return ExitCode.OK
+        feeds = (cal.get(i) for i in range(cal.count))
+        return _run_samples(it.run, names, feeds, cal.count, output)
 
     _run(body, obj.debug)
 
 
 def _run_tflite(model: Path, data: str, output: Path, profile: str) -> int:
     """``qcc run`` of a .tflite: the TFLite interpreter alone (LiteRT is never loaded)."""
-    import numpy as np
-
-    from qcc.frontend.writer import save_npz
     from qcc.interp.tflite import TFLiteInterpreter, read
     from qcc.interp.tflite.verify import load_feeds
 
+    _check_npz_output(output)
+    m = read(model)
+    it = TFLiteInterpreter(m, profile=profile)
+    feeds = load_feeds(m, data, samples=None, seed=0)
+    return _run_samples(it.run, [t.name for t in it.outputs], iter(feeds), len(feeds), output)
+
+
+def _check_npz_output(output: Path) -> None:
     if output.suffix.lower() != ".npz":
         raise QccError("qcc run writes .npz files: give -o OUT.npz", path=output)
     if str(output.parent) and not output.parent.is_dir():
         raise QccError(f"output directory {str(output.parent)!r} does not exist", path=output)
-    m = read(model)
-    it = TFLiteInterpreter(m, profile=profile)
-    feeds = load_feeds(m, data, samples=None, seed=0)
-    names = [t.name for t in it.outputs]
+
+
+def _run_samples(run, names: list[str], feeds, count: int, output: Path) -> int:
+    """Run every sample, stack each output over the samples ([N, *shape]) and write OUTPUT.npz
+    atomically."""
+    import numpy as np
+
+    from qcc.frontend.writer import save_npz
+
     stacks: dict[str, list] = {n: [] for n in names}
-    advance = _progress(len(feeds), "run")
-    for f in feeds:
-        res = it.run(f)
+    advance = _progress(count, "run")
+    for feed in feeds:
+        res = run(feed)
         for n in names:
             stacks[n].append(res[n])
         advance(1)
     save_npz(output, {n: np.stack(v) for n, v in stacks.items()})
-    out.print(f"wrote {escape(str(output))}: {len(names)} output(s) x {len(feeds)} sample(s)")
+    out.print(f"wrote {escape(str(output))}: {len(names)} output(s) x {count} sample(s)")
     return ExitCode.OK
 
 
