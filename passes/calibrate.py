@@ -5,7 +5,9 @@ added as an output; each batch updates the observers and is then dropped, so mem
 grow with the number of samples (observers keep fixed-size state). Graph inputs are observed
 from the feeds. Batches concatenate samples on axis 0 when the model's batch dimension is
 dynamic (``calibration { batch N }``), else run one sample at a time. Progress (samples per
-second, ETA) goes to the session's progress callback, which the CLI draws.
+second, ETA) goes to the session's progress callback, which the CLI draws. Histogram
+observers bin a strided subset of each large tensor (their ``values`` parameter, per sample of
+the batch); min and max always come from every value.
 
 The data comes from ``--calib PATH`` or the recipe's ``calibration`` block, opened and checked
 against the model by the compiler before any pass runs.
@@ -23,6 +25,7 @@ from qcc.frontend import lower_model
 from qcc.frontend.ort_eval import session_options
 from qcc.ir import Graph
 from qcc.pipeline import PassContext, PassResult, register_pass
+from qcc.quant.observers import HistogramObserver
 from qcc.quant.plan import get_plan
 
 
@@ -61,9 +64,9 @@ def calibrate(graph: Graph, ctx: PassContext, *, batch: int = 0) -> PassResult:
     for n, feed in data.batches(batch or ctx.session.calibration_batch):
         outs = sess.run(names, feed)
         for v, arr in zip(fetch, outs, strict=True):
-            plan.observers[v][0].update(arr)
+            _update(plan.observers[v][0], arr, n)
         for v in from_feed:
-            plan.observers[v][0].update(feed[v.name])
+            _update(plan.observers[v][0], feed[v.name], n)
         seen += n
         advance(n)
     plan.calibrated += seen
@@ -72,3 +75,11 @@ def calibrate(graph: Graph, ctx: PassContext, *, batch: int = 0) -> PassResult:
     result.stats.update(samples=seen, tensors=len(wanted))
     result.note(f"{seen} samples in {seconds:.2f} s ({seen / max(seconds, 1e-9):.1f} samples/s)")
     return result
+
+
+def _update(obs, arr, samples: int) -> None:
+    """A histogram observer's sampling budget grows with the samples in the batch."""
+    if isinstance(obs, HistogramObserver):
+        obs.update(arr, samples)
+    else:
+        obs.update(arr)

@@ -7,7 +7,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qcc.quant.observers import HistogramObserver, MinMaxObserver, MovingAverageObserver
+from qcc.quant.observers import (
+    HistogramObserver,
+    MinMaxObserver,
+    MovingAverageObserver,
+    sample_stride,
+    strided_sample,
+)
 from qcc.quant.scheme import QDType
 
 
@@ -104,3 +110,68 @@ def test_entropy_keeps_the_full_range_of_sparse_tensors():
     h.update(rng.standard_normal(800).astype(np.float32) * 3)  # a pooled tensor: few values
     lo, hi = h.entropy_range(QDType.INT8, True)
     assert (lo, hi) == (h.min, h.max)
+
+
+def test_sample_stride_is_one_or_a_prime_that_fits_the_budget():
+    assert sample_stride(1000, 0) == 1 and sample_stride(1000, 1000) == 1
+    assert sample_stride(1001, 1000) == 2
+    assert sample_stride(3 * 320 * 320, 65536) == 5  # ceil(4.69) = 5, prime
+    assert sample_stride(16 * 160 * 160, 65536) == 7  # ceil(6.25) = 7
+    assert sample_stride(64 * 160 * 160, 65536) == 29  # ceil(25) = 25 -> 29
+    for n, cap in [(10**6, 4096), (123457, 1000), (2**20, 2**10)]:
+        s = sample_stride(n, cap)
+        assert all(s % d for d in range(2, s)) and len(strided_sample(np.zeros(n), s)) <= cap
+
+
+def test_a_sampled_histogram_counts_the_tail_exactly_and_estimates_the_bulk():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 8, 40, 40)).astype(np.float32)
+    x[0, 3, 17, 5] = 40.0  # an outlier the stride skips
+    h = HistogramObserver(values=1000)
+    h.update(x)
+    stride = sample_stride(x.size, 1000)
+    assert stride == 13 and h.R == 64.0 and (h.min, h.max) == (float(x.min()), 40.0)
+    sample = strided_sample(x, stride)
+    assert 40.0 not in sample
+    t = np.sort(np.abs(sample))[int(0.99 * sample.size)]  # the sample's 99th percentile
+    flat = x.reshape(-1)
+    tail = flat[np.abs(flat) > t]
+    assert 40.0 in tail and 100 < len(tail) < 200  # about 1% of 12800
+    expected = np.zeros(2 * h.bins, np.int64)
+    for vals, w in ((tail, 1), (sample[np.abs(sample) <= t], stride)):
+        np.add.at(expected, np.floor(vals * (h.bins / 64.0)).astype(np.int64) + h.bins, w)
+    assert np.array_equal(h.counts, expected)
+    assert abs(int(h.counts.sum()) - x.size) < 0.02 * x.size  # the bulk estimate
+    # the tail decides the percentile: it sees the outlier, as the exact histogram does
+    exact = HistogramObserver()
+    exact.update(x)
+    for p in (99.9, 99.99, 100.0):
+        assert h.percentile_range(p, False) == exact.percentile_range(p, False)
+
+
+def test_a_batch_of_n_samples_gets_n_times_the_budget():
+    x = np.random.default_rng(1).standard_normal((4, 3, 50, 50)).astype(np.float32)
+    batched, exact = HistogramObserver(values=2000), HistogramObserver(values=2000)
+    batched.update(x, samples=4)
+    assert batched.stride(x.size, 4) == 5  # ceil(30000 / 8000) = 4 -> 5
+    exact.update(x, samples=10)  # budget 20000 >= 30000 / 2: stride 2; at 15 samples: exact
+    full = HistogramObserver()
+    full.update(x)
+    assert exact.stride(x.size, 15) == 1 and full.counts.sum() == x.size
+
+
+@settings(max_examples=30, deadline=None)
+@given(sizes=st.lists(st.integers(1, 5000), min_size=2, max_size=5), seed=st.integers(0, 999))
+def test_sampled_histograms_still_merge_exactly(sizes, seed):
+    rng = np.random.default_rng(seed)
+    batches = [rng.standard_normal(n).astype(np.float32) * (i + 1) for i, n in enumerate(sizes)]
+    a, b, whole = (HistogramObserver(256, values=700) for _ in range(3))
+    for x in batches[:1]:
+        a.update(x)
+    for x in batches[1:]:
+        b.update(x)
+    for x in batches:
+        whole.update(x)
+    a.merge(b)
+    assert a.exp == whole.exp and np.array_equal(a.counts, whole.counts)
+    assert (a.min, a.max, a.values) == (whole.min, whole.max, 700)
