@@ -68,7 +68,7 @@ class ObserverKind:
 _VALUES = ObserverParam(
     "values",
     int,
-    16384,
+    4096,
     lambda v: v >= 0,
     "values >= 0",
     "values binned per tensor and sample, evenly strided (0: all)",
