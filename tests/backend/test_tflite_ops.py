@@ -322,6 +322,34 @@ def _(g: G) -> None:
     g.output(g.op("Gather", [x, g.const(np.array([5, 0, 2]))], axis=1), 0.05, 3)
 
 
+def _slice(g: G, x: str, starts, ends, axes, steps) -> str:
+    args = [starts, ends, axes, steps]
+    return g.op("Slice", [x, *(g.const(np.array(a, np.int64)) for a in args)])
+
+
+@case("space_to_depth_slices", ops={"STRIDED_SLICE", "RESHAPE", "CONCATENATION"})
+def _(g: G) -> None:
+    # the YOLOv5/YOLOX "Focus" stem: x[..., dh::2, dw::2] for the 4 phases, concatenated
+    x = g.input((1, 3, 8, 10), 0.05, 3)
+    big = 2**31 - 1
+    parts = []
+    for dh, dw in ((0, 0), (1, 0), (0, 1), (1, 1)):
+        h = _slice(g, x, [dh], [big], [2], [2])
+        parts.append(_slice(g, h, [dw], [big], [3], [2]))
+    g.output(g.op("Concat", parts, axis=1), 0.05, 3)
+
+
+@case("strided_slices_uneven", ops={"STRIDED_SLICE", "RESHAPE"})
+def _(g: G) -> None:
+    x = g.input((1, 4, 9, 7), 0.05, 3)
+    # rows 1, 4, 7 of 9: the window [0, 9) holds them at phase 1
+    g.output(_slice(g, x, [1, 0], [9, 7], [2, 3], [3, 1]), 0.05, 3)
+    # columns 0, 3, 6 of 7: no window of 3 * 3 fits, so the strided op stays
+    g.output(_slice(g, x, [0], [7], [3], [3]), 0.05, 3)
+    # two strided axes at once, with a channel range: cut, then one phase per axis
+    g.output(_slice(g, x, [1, 1, 0], [4, 8, 6], [1, 2, 3], [2, 2, 3]), 0.05, 3)
+
+
 @case("split_uneven", ops={"SPLIT_V"})
 def _(g: G) -> None:
     x = g.input((1, 5, 3, 3), 0.05, 3)

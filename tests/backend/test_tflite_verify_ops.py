@@ -50,3 +50,32 @@ def test_kernel_equal_to_stride_transpose_conv_is_one_conv_and_depth_to_space():
     counts = dict(op_counts(data))
     # the Relu is fused into the CONV_2D: no RELU op, no TRANSPOSE_CONV
     assert counts == {"QUANTIZE": 1, "CONV_2D": 1, "DEPTH_TO_SPACE": 1, "DEQUANTIZE": 1}
+
+
+def _strided_slices(data: bytes) -> list[list[int]]:
+    tfl = parse(data, "m.tflite")
+    return [
+        [int(v) for v in tfl.tensors[op.inputs[3]].data]
+        for op in tfl.operators
+        if op.op == "STRIDED_SLICE"
+    ]
+
+
+def test_strided_slices_are_written_with_unit_strides_so_xnnpack_takes_them():
+    from qcc.interp.tflite.delegate import xnnpack_takes
+
+    build, _, _ = CASES["space_to_depth_slices"]
+    g = G(seed=1)
+    build(g)
+    data = convert(g.model())
+    strides = _strided_slices(data)
+    assert len(strides) == 8 and all(s == [1, 1, 1, 1] for s in strides)
+    tfl = parse(data, "m.tflite")
+    kept_out = [op.op for op in tfl.operators if not xnnpack_takes(tfl, op)]
+    assert kept_out == []
+    # where [b, b + k*s) runs past the end the strided op stays (the builtin kernel runs it)
+    build, _, _ = CASES["strided_slices_uneven"]
+    g = G(seed=1)
+    build(g)
+    strides = _strided_slices(convert(g.model()))
+    assert [s for s in strides if s != [1, 1, 1, 1]] == [[1, 1, 3, 1]]
