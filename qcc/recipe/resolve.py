@@ -727,16 +727,18 @@ class _Resolution:
             )
 
     def report_use_cycles(self) -> None:
+        spans: dict[tuple[str, str], A.Span] = {}
+        for name, p in self.pipelines.items():
+            for st in p.steps:
+                if isinstance(st, A.Use) and st.name in self.pipelines:
+                    spans.setdefault((name, st.name), st.span)
+        if not spans:
+            return  # no named pipeline uses another (the usual case): skip importing networkx
         import networkx as nx
 
         dg = nx.DiGraph()
-        spans: dict[tuple[str, str], A.Span] = {}
-        for name, p in self.pipelines.items():
-            dg.add_node(name)
-            for st in p.steps:
-                if isinstance(st, A.Use) and st.name in self.pipelines:
-                    dg.add_edge(name, st.name)
-                    spans.setdefault((name, st.name), st.span)
+        dg.add_nodes_from(self.pipelines)
+        dg.add_edges_from(spans)
         for cycle in sorted(nx.simple_cycles(dg), key=lambda c: sorted(c)):
             start = min(cycle)
             k = cycle.index(start)
