@@ -278,6 +278,11 @@ def main() -> int:
     args = ap.parse_args()
     args.skip_ort = {s.strip().lower() for s in args.skip_ort.split(",") if s.strip()}
     args.qcc = {s.strip() for s in args.qcc.split(",")} if args.qcc else set()
+    # "int8-ort" names "qcc:int8-ort"; an unknown name is an error, not an empty table
+    args.qcc = {c if c in QCC_CONFIGS else f"qcc:{c}" for c in args.qcc}
+    unknown = sorted(c for c in args.qcc if c not in QCC_CONFIGS)
+    if unknown:
+        ap.error(f"unknown --qcc config(s) {', '.join(unknown)}; known: {', '.join(QCC_CONFIGS)}")
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="qcc-bench-") as tmp:
         work = Path(tmp)

@@ -105,19 +105,21 @@ class MovingAverageObserver(MinMaxObserver):
         raise TypeError("a moving average depends on the order of the data and cannot merge")
 
 
-# Where a large tensor is sampled, the values above this quantile of |x| (estimated from the
-# strided values) are still binned one by one.
+# Where a large tensor is sampled, this fraction of its values (half at each end, as the
+# strided values estimate them) is still binned one by one.
 TAIL_FRACTION = 0.01
 
 
-def sample_stride(n: int, cap: int) -> int:
+def sample_stride(n: int, cap: int, period: int = 1) -> int:
     """The stride of the values a histogram bins out of ``n``: 1 (all) when ``cap`` is 0 or
-    ``n <= cap``, else the smallest prime ``>= ceil(n / cap)``. A prime stride walks across
-    rows, columns and channels instead of locking onto one column of an image."""
+    ``n <= cap``, else the smallest prime ``>= ceil(n / cap)`` that does not divide ``period``
+    (the tensor's last dimension). A prime stride walks across rows, columns and channels
+    instead of locking onto one column of an image or every other channel of a ``[T, C]``
+    sequence."""
     if cap <= 0 or n <= cap:
         return 1
     s = max(2, -(-n // cap))
-    while any(s % d == 0 for d in range(2, math.isqrt(s) + 1)):
+    while any(s % d == 0 for d in range(2, math.isqrt(s) + 1)) or period % s == 0:
         s += 1
     return s
 
@@ -132,10 +134,10 @@ class HistogramObserver:
     """A per-tensor histogram on ``[-R, R)`` (``R`` a power of two) with ``2 * bins`` bins.
 
     With ``values`` > 0, an update of ``n`` samples with more than ``values * n`` values
-    bins its tail (``|x|`` above the 99th percentile of the strided values' magnitudes) value
-    by value and estimates the bulk from at most ``values * n`` strided values
-    (:func:`strided_sample`), each counting ``stride`` times; min and max always come from
-    every value.
+    bins its tails (below the 0.5th and above the 99.5th percentile of the strided values)
+    value by value and estimates the bulk between them from at most ``values * n`` strided
+    values (:func:`strided_sample`), each counting ``stride`` times; min and max always come
+    from every value.
     """
 
     def __init__(self, bins: int = 2048, values: int = 0) -> None:
@@ -166,12 +168,14 @@ class HistogramObserver:
             self.counts = new
             self.exp += 1
 
-    def stride(self, size: int, samples: int = 1) -> int:
+    def stride(self, size: int, samples: int = 1, period: int = 1) -> int:
         """The sampling stride of an update of ``samples`` samples with ``size`` values."""
-        return sample_stride(size, self.values * samples)
+        return sample_stride(size, self.values * samples, period)
 
     def update(self, x: np.ndarray, samples: int = 1) -> None:
-        x = np.asarray(x, dtype=np.float32).reshape(-1)
+        x = np.asarray(x, dtype=np.float32)
+        period = int(x.shape[-1]) if x.ndim else 1
+        x = x.reshape(-1)
         if x.size == 0:
             return
         lo, hi = float(x.min()), float(x.max())
@@ -185,26 +189,27 @@ class HistogramObserver:
         # smallest power of two strictly above amax (so amax lands in the last bin, not past it)
         exp = math.frexp(amax)[1] if amax > 0 else -126
         self._grow_to(max(exp, self.exp if self.exp is not None else exp))
-        stride = self.stride(x.size, samples)
+        stride = self.stride(x.size, samples, period)
         if stride == 1:
             self._bin(x, 1)
             return
-        # The tail (|x| above the 99th percentile of the strided values' magnitudes) is
-        # binned value by value: percentiles and clipping thresholds live there. The bulk at
-        # or below it comes from the strided values, each counting for `stride`. Everything
-        # depends on this batch alone, so histograms still merge exactly.
+        # The tails (below the 0.5th and above the 99.5th percentile of the strided values)
+        # are binned value by value: percentiles and clipping thresholds live there, on
+        # either side. The bulk between them comes from the strided values, each counting
+        # for `stride`. Everything depends on this batch alone: histograms merge exactly.
         sample = strided_sample(x, stride)
-        mag = np.abs(sample)
-        k = min(mag.size - 1, int(mag.size * (1.0 - TAIL_FRACTION)))
-        t = np.partition(mag, k)[k]
-        if lo >= -t:
-            tail = x[x > t]
-        elif hi <= t:
-            tail = x[x < -t]
+        k = int(sample.size * TAIL_FRACTION / 2)
+        t_lo, t_hi = np.partition(sample, [k, sample.size - 1 - k])[[k, sample.size - 1 - k]]
+        if lo < t_lo and hi > t_hi:
+            tail = x[(x < t_lo) | (x > t_hi)]
+        elif hi > t_hi:
+            tail = x[x > t_hi]
+        elif lo < t_lo:
+            tail = x[x < t_lo]
         else:
-            tail = x[(x > t) | (x < -t)]
+            tail = x[:0]
         self._bin(tail, 1)
-        self._bin(sample[mag <= t], stride)
+        self._bin(sample[(sample >= t_lo) & (sample <= t_hi)], stride)
 
     def _bin(self, x: np.ndarray, weight: int) -> None:
         if x.size == 0:

@@ -118,6 +118,9 @@ def test_sample_stride_is_one_or_a_prime_that_fits_the_budget():
     assert sample_stride(3 * 320 * 320, 65536) == 5  # ceil(4.69) = 5, prime
     assert sample_stride(16 * 160 * 160, 65536) == 7  # ceil(6.25) = 7
     assert sample_stride(64 * 160 * 160, 65536) == 29  # ceil(25) = 25 -> 29
+    # never a divisor of the last dimension: [T, 120] sampled at stride 2 or 3 or 5 would
+    # only ever see some of the channels
+    assert sample_stride(40 * 120, 2048, period=120) == 7
     for n, cap in [(10**6, 4096), (123457, 1000), (2**20, 2**10)]:
         s = sample_stride(n, cap)
         assert all(s % d for d in range(2, s)) and len(strided_sample(np.zeros(n), s)) <= cap
@@ -133,12 +136,14 @@ def test_a_sampled_histogram_counts_the_tail_exactly_and_estimates_the_bulk():
     assert stride == 13 and h.R == 64.0 and (h.min, h.max) == (float(x.min()), 40.0)
     sample = strided_sample(x, stride)
     assert 40.0 not in sample
-    t = np.sort(np.abs(sample))[int(0.99 * sample.size)]  # the sample's 99th percentile
+    k = int(0.005 * sample.size)  # the sample's 0.5th and 99.5th percentiles
+    t_lo, t_hi = np.sort(sample)[[k, sample.size - 1 - k]]
     flat = x.reshape(-1)
-    tail = flat[np.abs(flat) > t]
+    tail = flat[(flat < t_lo) | (flat > t_hi)]
     assert 40.0 in tail and 100 < len(tail) < 200  # about 1% of 12800
     expected = np.zeros(2 * h.bins, np.int64)
-    for vals, w in ((tail, 1), (sample[np.abs(sample) <= t], stride)):
+    bulk = sample[(sample >= t_lo) & (sample <= t_hi)]
+    for vals, w in ((tail, 1), (bulk, stride)):
         np.add.at(expected, np.floor(vals * (h.bins / 64.0)).astype(np.int64) + h.bins, w)
     assert np.array_equal(h.counts, expected)
     assert abs(int(h.counts.sum()) - x.size) < 0.02 * x.size  # the bulk estimate
@@ -175,3 +180,17 @@ def test_sampled_histograms_still_merge_exactly(sizes, seed):
     a.merge(b)
     assert a.exp == whole.exp and np.array_equal(a.counts, whole.counts)
     assert (a.min, a.max, a.values) == (whole.min, whole.max, 700)
+
+
+def test_a_sampled_histogram_keeps_the_short_negative_tail_of_an_asymmetric_tensor():
+    # HardSwish output: a long positive tail and a short negative one (min -0.375); the
+    # lower percentile lies far inside the magnitude bulk, and is still decided exactly
+    z = 3.0 * np.random.default_rng(2).standard_normal((4, 16, 30, 30)).astype(np.float32)
+    x = z * np.clip(z + 3.0, 0.0, 6.0) / 6.0
+    sampled, exact = HistogramObserver(values=2000), HistogramObserver()
+    for part in x:
+        sampled.update(part)
+        exact.update(part)
+    assert sampled.stride(x[0].size, 1, 30) > 1
+    for p in (99.9, 99.99, 99.999):
+        assert sampled.percentile_range(p, False) == exact.percentile_range(p, False)
