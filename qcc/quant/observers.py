@@ -110,13 +110,19 @@ class MovingAverageObserver(MinMaxObserver):
 TAIL_FRACTION = 0.01
 
 
+# Sampling has a fixed cost (~0.1 ms: a partition, two masks, two bincounts) that binning
+# every value only exceeds above ~40 K values; so only tensors over this many times the
+# budget are sampled (their stride is then at least 17).
+SAMPLE_ABOVE = 16
+
+
 def sample_stride(n: int, cap: int, period: int = 1) -> int:
     """The stride of the values a histogram bins out of ``n``: 1 (all) when ``cap`` is 0 or
-    ``n <= cap``, else the smallest prime ``>= ceil(n / cap)`` that does not divide ``period``
-    (the tensor's last dimension). A prime stride walks across rows, columns and channels
-    instead of locking onto one column of an image or every other channel of a ``[T, C]``
-    sequence."""
-    if cap <= 0 or n <= cap:
+    ``n <= SAMPLE_ABOVE * cap``, else the smallest prime ``>= ceil(n / cap)`` that does not
+    divide ``period`` (the tensor's last dimension). A prime stride walks across rows,
+    columns and channels instead of locking onto one column of an image or a few channels
+    of a ``[T, C]`` sequence."""
+    if cap <= 0 or n <= SAMPLE_ABOVE * cap:
         return 1
     s = max(2, -(-n // cap))
     while any(s % d == 0 for d in range(2, math.isqrt(s) + 1)) or period % s == 0:
@@ -133,7 +139,7 @@ def strided_sample(x: np.ndarray, stride: int) -> np.ndarray:
 class HistogramObserver:
     """A per-tensor histogram on ``[-R, R)`` (``R`` a power of two) with ``2 * bins`` bins.
 
-    With ``values`` > 0, an update of ``n`` samples with more than ``values * n`` values
+    With ``values`` > 0, an update of ``n`` samples with more than ``16 * values * n`` values
     bins its tails (below the 0.5th and above the 99.5th percentile of the strided values)
     value by value and estimates the bulk between them from at most ``values * n`` strided
     values (:func:`strided_sample`), each counting ``stride`` times; min and max always come
