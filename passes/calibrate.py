@@ -6,8 +6,8 @@ grow with the number of samples (observers keep fixed-size state). Graph inputs 
 from the feeds. Batches concatenate samples on axis 0 when the model's batch dimension is
 dynamic (``calibration { batch N }``), else run one sample at a time. Progress (samples per
 second, ETA) goes to the session's progress callback, which the CLI draws. Histogram
-observers bin a strided subset of each large tensor (their ``values`` parameter, per sample of
-the batch); min and max always come from every value.
+observers sample the bulk of each large tensor (their ``values`` parameter, per sample of the
+batch) and bin its tails, min and max from every value.
 
 The data comes from ``--calib PATH`` or the recipe's ``calibration`` block, opened and checked
 against the model by the compiler before any pass runs.

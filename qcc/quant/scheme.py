@@ -62,8 +62,8 @@ class ObserverKind:
     help: str
 
 
-# Histogram observers bin an evenly strided subset of each large tensor (its min and max stay
-# exact): binning costs ~8 ns a value in numpy and dominated calibration on detection-size
+# Histogram observers sample the bulk of each large tensor and bin its tails and min/max
+# exactly: binning costs ~8 ns a value in numpy and dominated calibration on detection-size
 # activations (docs/quantization.md, "Calibration cost").
 _VALUES = ObserverParam(
     "values",
@@ -71,7 +71,7 @@ _VALUES = ObserverParam(
     4096,
     lambda v: v >= 0,
     "values >= 0",
-    "values binned per tensor and sample, evenly strided (0: all)",
+    "bulk values sampled per sample of a tensor over 16x this size (tails always exact; 0: all)",
 )
 
 OBSERVERS: dict[str, ObserverKind] = {
