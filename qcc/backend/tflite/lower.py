@@ -1693,12 +1693,14 @@ def _unit_stride_slices(
     if all(s == 1 for s in stride) or any(s < 1 for s in stride):
         return False
     counts = [len(range(b, e, s)) for b, e, s in zip(begin, end, stride, strict=True)]
+    if 0 in counts:
+        return False
     cut_begin, cut_end, phase = list(begin), list(end), [0] * len(stride)
     for j, s in enumerate(stride):
         if s > 1:
             # a window of k*s elements holding the wanted ones at one phase r: shifted back by
             # what would run past the end (less than s), which needs k*s <= n
-            if counts[j] == 0 or counts[j] * s > phys[j]:
+            if counts[j] * s > phys[j]:
                 return False
             phase[j] = max(0, begin[j] + counts[j] * s - phys[j])
             cut_begin[j] = begin[j] - phase[j]
