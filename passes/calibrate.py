@@ -25,7 +25,6 @@ from qcc.frontend import lower_model
 from qcc.frontend.ort_eval import session_options
 from qcc.ir import Graph
 from qcc.pipeline import PassContext, PassResult, register_pass
-from qcc.quant.observers import HistogramObserver
 from qcc.quant.plan import get_plan
 
 
@@ -64,9 +63,9 @@ def calibrate(graph: Graph, ctx: PassContext, *, batch: int = 0) -> PassResult:
     for n, feed in data.batches(batch or ctx.session.calibration_batch):
         outs = sess.run(names, feed)
         for v, arr in zip(fetch, outs, strict=True):
-            _update(plan.observers[v][0], arr, n)
+            plan.observers[v][0].update(arr, n)
         for v in from_feed:
-            _update(plan.observers[v][0], feed[v.name], n)
+            plan.observers[v][0].update(feed[v.name], n)
         seen += n
         advance(n)
     plan.calibrated += seen
@@ -75,11 +74,3 @@ def calibrate(graph: Graph, ctx: PassContext, *, batch: int = 0) -> PassResult:
     result.stats.update(samples=seen, tensors=len(wanted))
     result.note(f"{seen} samples in {seconds:.2f} s ({seen / max(seconds, 1e-9):.1f} samples/s)")
     return result
-
-
-def _update(obs, arr, samples: int) -> None:
-    """A histogram observer's sampling budget grows with the samples in the batch."""
-    if isinstance(obs, HistogramObserver):
-        obs.update(arr, samples)
-    else:
-        obs.update(arr)

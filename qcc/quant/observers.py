@@ -34,7 +34,7 @@ from qcc.quant.scheme import ObserverSpec, QDType
 
 
 class Observer(Protocol):
-    def update(self, x: np.ndarray) -> None: ...
+    def update(self, x: np.ndarray, samples: int = 1) -> None: ...
 
     def merge(self, other: Observer) -> None: ...
 
@@ -62,7 +62,8 @@ class MinMaxObserver:
     def empty(self) -> bool:
         return self.lo is None
 
-    def update(self, x: np.ndarray) -> None:
+    def update(self, x: np.ndarray, samples: int = 1) -> None:
+        """Take one batch (of ``samples`` samples; min and max do not depend on how many)."""
         batch = _batch_range(x, self.axis)
         if batch is None:
             return
