@@ -31,13 +31,15 @@ def calib_set(model: Model, feeds: list[dict]) -> CalibrationSet:
     return CalibrationSet("test", inputs, len(feeds), lambda i: feeds[i])
 
 
-def quantize(proto, feeds, *, exclude=None, fuse=True, **observe):
+def quantize(proto, feeds, *, exclude=None, fuse=True, qopts=None, **observe):
     m = lift(proto)
     steps = ["fold-constants"] + (["fuse-activations"] if fuse else [])
     pipeline = [PassInvocation(s) for s in steps]
     pipeline.append(PassInvocation("observe", get_pass("observe").bind(observe)))
     pipeline.append(PassInvocation("calibrate"))
-    pipeline.append(PassInvocation("quantize", exclude=exclude))
+    pipeline.append(
+        PassInvocation("quantize", get_pass("quantize").bind(qopts or {}), exclude=exclude)
+    )
     records = PassManager(
         pipeline, verify_each=True, session=Session(calibration=calib_set(m, feeds))
     ).run(m)
@@ -113,6 +115,22 @@ def test_convnet_runs_every_planned_op_in_integer():
     x = feeds(4)
     for f in x:
         assert sqnr_db(ort_run(proto, f)[0], ort_run(back, f)[0]) > 20
+
+
+def test_float_conv_inputs_keeps_the_three_channel_stem_in_float():
+    proto = convnet()  # its first Conv reads 3 channels, its second 8
+    m, records = quantize(proto, feeds(), qopts={"float_conv_inputs": 3})
+    ops = optimized_ops(m)
+    assert ops["QLinearConv"] == 1 and ops["Conv"] + ops["FusedConv"] == 1
+    note = records[-1].notes[0]
+    assert "Conv x1 (3 input channel(s), float-conv-inputs = 3)" in note
+    conv = next(n for n in m.graph if n.op_type == "Conv")
+    assert conv.input(0).name == "x" and conv.input(1).const.dtype == np.float32
+    back = lower_model(m)
+    for f in feeds(4):
+        assert sqnr_db(ort_run(proto, f)[0], ort_run(back, f)[0]) > 20
+    m, _ = quantize(proto, feeds(), qopts={"float_conv_inputs": 2})
+    assert optimized_ops(m)["QLinearConv"] == 2
 
 
 def test_shared_ops_take_their_input_parameters_and_relu_gets_zero_point_at_minimum():
