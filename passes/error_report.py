@@ -44,7 +44,9 @@ def error_report(graph: Graph, ctx: PassContext, *, samples: int = 8, show: int 
     fp32.ParseFromString(plan.fp32_model)
     quant = lower_model(ctx.model)
     outputs = [v.name for v in graph.outputs]
-    fp32_names = [n for n in plan.quantized if n not in outputs]
+    # a later pass (fold-dequantize-scale) may have folded a quantizer away
+    present = {o for n in quant.graph.node for o in n.output}
+    fp32_names = [n for n in plan.quantized if n not in outputs and plan.quantized[n][0] in present]
     q_names = [plan.quantized[n][0] for n in fp32_names]
     _add_outputs(fp32, fp32_names)
     _add_outputs(quant, q_names)

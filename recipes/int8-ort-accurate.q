@@ -19,6 +19,7 @@
 recipe int8_ort_accurate
 
 include "common/cleanup.q"
+include "common/ort-kernels.q"
 
 let observer = mse
 let samples = 256
@@ -34,11 +35,13 @@ scheme a8 = uint8 asymmetric per_tensor observer $observer
 
 pipeline {
   use cleanup
+  use ort_kernels
   fuse-activations
   observe weights = w8, activations = a8
   calibrate
   correct-bias
-  quantize target-sqnr = $sqnr, max-float = $max_float exclude outputs()
+  quantize target-sqnr = $sqnr, max-float = $max_float, float-conv-inputs = 3 exclude outputs()
+  fold-dequantize-scale
   error-report
 }
 

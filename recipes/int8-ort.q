@@ -7,11 +7,15 @@
 # QuantizeLinear/DequantizeLinear nodes where onnxruntime fuses them into QLinearConv,
 # QLinearMatMul, QGemm, QLinearAdd/Mul/Concat/..., absorbs Relu and ReLU6 into the
 # quantizers, and leaves ops it cannot run in integer in float with as few boundaries as
-# possible (the compile report lists them).
+# possible (the compile report lists them). Before that, `ort_kernels` rewrites what
+# onnxruntime has no fast integer form for: HardSwish/HardSigmoid become Add and Mul (integer
+# kernels; `fold-dequantize-scale` then folds their constant factor into a DQ scale), and
+# depthwise convolutions get a channel count that is a multiple of 16 (inert zero channels).
 
 recipe int8_ort
 
 include "common/cleanup.q"
+include "common/ort-kernels.q"
 
 # How activation ranges are chosen from the calibration data: minmax, percentile(P),
 # entropy (KL, TensorRT's method) or mse. Override with -D observer=entropy.
@@ -26,11 +30,13 @@ scheme a8 = uint8 asymmetric per_tensor observer $observer
 
 pipeline {
   use cleanup
+  use ort_kernels
   # Conv/Gemm/MatMul + Relu or ReLU6: one integer kernel in onnxruntime.
   fuse-activations
   observe weights = w8, activations = a8
   calibrate
   quantize
+  fold-dequantize-scale
 }
 
 # Per-channel DequantizeLinear needs opset 13 and HardSwish 14: older models are converted up.

@@ -9,6 +9,7 @@
 recipe prune25_int8
 
 include "common/cleanup.q"
+include "common/ort-kernels.q"
 
 let ratio = 0.25
 # Keep a multiple of this many channels per layer (the one nearest to 75%): widths onnxruntime's
@@ -26,10 +27,12 @@ scheme a8 = uint8 asymmetric per_tensor observer $observer
 pipeline {
   use cleanup
   prune-channels ratio = $ratio, multiple = $multiple, criterion = output-error, recovery = least-squares
+  use ort_kernels
   fuse-activations
   observe weights = w8, activations = a8
   calibrate
   quantize
+  fold-dequantize-scale
 }
 
 target onnx { format = qdq, min_opset = 14 }

@@ -305,8 +305,10 @@ def test_accuracy_target_raises_output_sqnr_and_keeps_placement(cli, tmp_path, n
     stats = rec["stats"]
     assert 1 <= stats["target:float-groups"] <= 3
     assert stats["target:sqnr-dB-measured"] > stats["target:sqnr-dB-all-quantized"] + 1
-    kept = re.search(
-        r"Conv x(\d+) \(kept in float for the accuracy target\)", " ".join(rec["notes"])
-    )
+    notes = " ".join(rec["notes"])
+    kept = re.search(r"Conv x(\d+) \(kept in float for the accuracy target\)", notes)
+    # and the stems the recipe keeps in float (float-conv-inputs = 3)
+    stems = re.search(r"Conv x(\d+) \(\d input channel\(s\), float-conv-inputs = 3\)", notes)
     ops = _optimized_ops(out)
-    assert ops.get("Conv", 0) + ops.get("FusedConv", 0) == (int(kept.group(1)) if kept else 0)
+    want = sum(int(m.group(1)) for m in (kept, stems) if m)
+    assert ops.get("Conv", 0) + ops.get("FusedConv", 0) == want

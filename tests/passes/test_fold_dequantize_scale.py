@@ -40,7 +40,7 @@ def hardswish_net():
     )
 
 
-def quantized(proto, feeds, fold: bool):
+def quantized(proto, feeds, fold: bool, report: bool = False):
     m = lift(proto)
     steps = ["decompose-hardswish", "decompose-hardsigmoid", "fuse-activations"]
     pipeline = [PassInvocation(s) for s in steps]
@@ -48,6 +48,8 @@ def quantized(proto, feeds, fold: bool):
     pipeline += [PassInvocation("calibrate"), PassInvocation("quantize")]
     if fold:
         pipeline.append(PassInvocation("fold-dequantize-scale"))
+    if report:  # runs on what is left: the folded Mul's quantizer is gone
+        pipeline.append(PassInvocation("error-report"))
     session = Session(calibration=calib_set(m, feeds))
     records = PassManager(pipeline, verify_each=True, session=session).run(m)
     return m, records
@@ -58,8 +60,12 @@ def test_hardswish_runs_as_qlinearadd_and_qlinearmul_after_the_fold():
     feeds = [{"x": rand(1, 8, 12, 12, scale=1.5)} for _ in range(8)]
     unfolded, _ = quantized(proto, feeds, fold=False)
     assert optimized_ops(unfolded)["QLinearMul"] == 2  # x * 1/6 and x * gate
-    m, records = quantized(proto, feeds, fold=True)
-    assert records[-1].stats == {"folded": 1}
+    m, records = quantized(proto, feeds, fold=True, report=True)
+    assert records[-2].stats == {"folded": 1}
+    report = records[-1]
+    assert report.name == "error-report" and report.stats["sqnr-dB:y"] > 20
+    listed = [line.split()[-1] for line in report.notes]  # the folded Mul's output is gone
+    assert "hardswish/HardSigmoid/Mul_out0" not in listed and "h" in listed
     ops = optimized_ops(m)
     assert ops["QLinearConv"] == 2 and ops["QLinearAdd"] == 1 and ops["QLinearMul"] == 1
     for float_op in ("Mul", "Add", "HardSigmoid", "HardSwish", "Clip"):
