@@ -38,17 +38,17 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from qcc.errors import PassError
 from qcc.ir import Graph, Node, Value, constant_value
 from qcc.pipeline import DataUse, PassContext, PassResult, register_pass
-from qcc.prune.apply import apply_pruning, weight_matrix
-from qcc.prune.cost import model_cost
-from qcc.prune.deps import ChannelGraph, Group
-from qcc.prune.stats import Moments, capture_moments
+
+if TYPE_CHECKING:  # qcc.prune is imported when the pass runs: every compile loads this module
+    from qcc.prune.deps import ChannelGraph, Group
+    from qcc.prune.stats import Moments
 
 
 class Scope(enum.Enum):
@@ -132,6 +132,11 @@ def prune_channels(
             f"criterion {criterion.value} / recovery {recovery.value} need calibration data: "
             "give --calib PATH or a calibration { data ... } block"
         )
+    from qcc.prune.apply import apply_pruning
+    from qcc.prune.cost import model_cost
+    from qcc.prune.deps import ChannelGraph
+    from qcc.prune.stats import capture_moments
+
     shapes = None
     if data is not None:
         shapes = {k: v.shape for k, v in data.get(0).items()}
@@ -293,6 +298,8 @@ def _scores(
     moments: dict[Value, Moments],
     damping: float,
 ) -> np.ndarray:
+    from qcc.prune.apply import weight_matrix
+
     score = np.zeros(cg.size)
     if criterion is not Criterion.OUTPUT_ERROR:
         p = 1 if criterion is Criterion.L1 else 2

@@ -218,6 +218,8 @@ def compile_cmd(
 
 def _progress(total: int, label: str) -> Callable[[int], None]:
     """A rich progress bar on stderr (samples/s, ETA); silent when stderr is not a terminal."""
+    if not err.is_terminal:  # a disabled bar draws nothing: skip importing it (~0.05 s)
+        return lambda n: None
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -234,7 +236,6 @@ def _progress(total: int, label: str) -> Callable[[int], None]:
         TimeRemainingColumn(),
         console=err,
         transient=True,
-        disable=not err.is_terminal,
     )
     task = bar.add_task(label, total=total, rate="")
     bar.start()

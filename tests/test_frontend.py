@@ -277,3 +277,12 @@ def test_scalar_constants_keep_rank_zero():
     back = lower_model(m)
     assert list(back.graph.initializer[0].dims) == []
     assert ort_run(back, {"x": np.array(1.0, np.float32)})[0].shape == ()
+
+
+def test_onnxruntime_sessions_do_not_spin_between_runs():
+    # calibration alternates short runs with numpy work: spinning threads took that work's core
+    from qcc.frontend.ort_eval import session_options
+
+    for optimize in (False, True):
+        so = session_options(optimize=optimize)
+        assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"

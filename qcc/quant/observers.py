@@ -107,6 +107,9 @@ class MovingAverageObserver(MinMaxObserver):
         raise TypeError("a moving average depends on the order of the data and cannot merge")
 
 
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
 # Where a large tensor is sampled, this fraction of its values (half at each end, as the
 # strided values estimate them) is still binned one by one.
 TAIL_FRACTION = 0.01
@@ -176,6 +179,15 @@ class HistogramObserver:
             self.counts = new
             self.exp += 1
 
+    def _min_exp(self) -> int:
+        """The smallest ``exp`` whose bin scale ``B / R`` is finite in float32: an all-zero
+        (or all-tiny) batch gets this range instead of an infinite scale, which put every
+        value in no bin at all (NaN or infinite indices)."""
+        e = -126
+        while math.ldexp(self.bins, -e) > _F32_MAX:
+            e += 1
+        return e
+
     def stride(self, size: int, samples: int = 1, period: int = 1) -> int:
         """The sampling stride of an update of ``samples`` samples with ``size`` values."""
         return sample_stride(size, self.values * samples, period)
@@ -195,7 +207,7 @@ class HistogramObserver:
         self.min, self.max = min(self.min, lo), max(self.max, hi)
         amax = max(abs(lo), abs(hi))
         # smallest power of two strictly above amax (so amax lands in the last bin, not past it)
-        exp = math.frexp(amax)[1] if amax > 0 else -126
+        exp = max(math.frexp(amax)[1] if amax > 0 else -126, self._min_exp())
         self._grow_to(max(exp, self.exp if self.exp is not None else exp))
         stride = self.stride(x.size, samples, period)
         if stride == 1:

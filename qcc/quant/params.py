@@ -233,7 +233,8 @@ def quantize_weight(
     q = quantize(w, wq, symmetric_clip=scheme.symmetric)
     # onnxruntime requires every per-channel weight zero point to be equal (they are 0 for
     # symmetric weights; its kernels do not support asymmetric per-channel weights)
-    if wq.per_channel and np.unique(wq.zero_point).size > 1:
+    zp = np.asarray(wq.zero_point)
+    if wq.per_channel and zp.size and np.any(zp != zp.flat[0]):
         raise PassError(
             "per-channel weights must be symmetric for onnxruntime (all zero points equal): "
             "use a symmetric weight scheme"

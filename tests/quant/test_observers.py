@@ -194,3 +194,20 @@ def test_a_sampled_histogram_keeps_the_short_negative_tail_of_an_asymmetric_tens
     assert sampled.stride(x[0].size, 1, 30) > 1
     for p in (99.9, 99.99, 99.999):
         assert sampled.percentile_range(p, False) == exact.percentile_range(p, False)
+
+
+def test_an_all_zero_batch_is_binned_not_an_error():
+    # a tensor that is zero on its first batch (a masked or padded input) used to get the
+    # range 2**-126, whose bin scale B / R overflows float32: every index was garbage and
+    # bincount raised
+    h = HistogramObserver()
+    h.update(np.zeros((2, 8), np.float32))
+    assert h.counts.sum() == 16 and h.counts[h.bins] == 16
+    assert h.percentile_range(99.99, False) == (0.0, 0.0)
+    h.update(np.array([-1.5, 3.0], np.float32))  # the range grows from there as usual
+    whole = HistogramObserver()
+    whole.update(np.concatenate([np.zeros(16, np.float32), np.array([-1.5, 3.0], np.float32)]))
+    assert h.exp == whole.exp and np.array_equal(h.counts, whole.counts)
+    tiny = HistogramObserver()
+    tiny.update(np.array([1e-38, -1e-38, 0.0], np.float32))
+    assert tiny.counts.sum() == 3

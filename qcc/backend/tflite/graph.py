@@ -114,8 +114,6 @@ def _constant_node_value(node: onnx.NodeProto) -> np.ndarray:
 
 def _fold(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
     """Fold constant subgraphs (not DequantizeLinear) into initializers."""
-    from onnx.reference import ReferenceEvaluator
-
     g = model.graph
     consts = {i.name: numpy_helper.to_array(i) for i in g.initializer}
     shapes = _shapes(model)
@@ -140,6 +138,8 @@ def _fold(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
                 and all(n in consts for n in ins)
                 and not node.op_type.startswith("Random")
             ):
+                from onnx.reference import ReferenceEvaluator  # ~0.05 s: only when used
+
                 value = _evaluate(ReferenceEvaluator, node, consts, opset)
         except Exception as exc:  # an unfoldable node stays in the graph
             del exc

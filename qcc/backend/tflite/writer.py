@@ -3,8 +3,8 @@
 The lowering (``lower.py``) fills a :class:`TFLiteModel` (tensors, constant buffers, operators,
 graph inputs and outputs, metadata); :meth:`TFLiteModel.serialize` turns it into bytes with the
 builder functions of the ``tflite`` PyPI package (flatc-generated Python for TFLite's schema).
-``import tflite.X`` yields the class of the same name, so the builder modules are loaded with
-``importlib.import_module``.
+``import tflite.X`` yields the class of the same name, so the builder modules are loaded by
+name (:func:`_mod`).
 
 File conventions (what the TFLite converter writes and what LiteRT expects): file identifier
 ``TFL3``, schema version 3, buffer 0 empty (tensors without data point at it), constant data
@@ -18,7 +18,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import importlib.util
+import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import flatbuffers
@@ -41,8 +44,21 @@ PADDING: dict[str, int] = {"SAME": 0, "VALID": 1}
 
 @functools.cache
 def _mod(name: str) -> Any:
-    """A module of the ``tflite`` schema package (``tflite.Model`` is the class, not the module)."""
-    return importlib.import_module(f"tflite.{name}")
+    """A module of the ``tflite`` schema package (``tflite.Model`` is the class, not the module).
+
+    The package's ``__init__`` imports all of its ~200 modules (~0.1 s) and the writer needs
+    about 20, so unless the package is already loaded each module file is loaded on its own
+    (the generated builder modules import nothing but ``flatbuffers``)."""
+    if "tflite" in sys.modules:
+        return importlib.import_module(f"tflite.{name}")
+    spec = importlib.util.find_spec("tflite")
+    if spec is None or not spec.submodule_search_locations:
+        return importlib.import_module(f"tflite.{name}")
+    path = Path(next(iter(spec.submodule_search_locations))) / f"{name}.py"
+    mod_spec = importlib.util.spec_from_file_location(f"_qcc_tflite_schema.{name}", path)
+    module = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(module)
+    return module
 
 
 def builtin_code(op: str) -> int:
