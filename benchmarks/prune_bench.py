@@ -13,9 +13,9 @@ the model's calibration file:
 
 and prints, against the FP32 model: parameters, MACs (at the calibration sample's shape) and
 file size before and after, onnxruntime latency as a pairwise ratio (FP32 / candidate,
-alternating runs, above 1: the candidate is faster), and the task metric (the zoo's
-``prep.py compare``). Markdown and JSON go to ``benchmarks/results/``. Run from the
-repository root::
+alternating runs, above 1: the candidate is faster), the task metric and the output SNR
+against FP32 on 8 held-out samples (the zoo's ``prep.py compare``; the lowest over outputs).
+Markdown and JSON go to ``benchmarks/results/``. Run from the repository root::
 
     python benchmarks/prune_bench.py
     python benchmarks/prune_bench.py --models ppocr_cls_v2 --runs 40
@@ -101,13 +101,13 @@ def _ratio(a, b) -> str:
 def markdown(rows: list[dict]) -> str:
     lines = [
         "| model | config | params | MACs | MB | speed vs FP32 | metric | FP32 metric | "
-        "layer error before -> after fit | compile s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "output SNR dB | layer error before -> after fit | compile s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     fp32 = {r["model"]: r for r in rows if r["config"] == "fp32"}
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['model']} | {r['config']} | failed: {r['error'][:80]} |||||||| ")
+            lines.append(f"| {r['model']} | {r['config']} | failed: {r['error'][:80]} ||||||||| ")
             continue
         b = fp32[r["model"]]
         macs = f"{r['macs'] / 1e6:.1f} M" if r.get("macs") else "?"
@@ -121,9 +121,10 @@ def markdown(rows: list[dict]) -> str:
             fit = f"{r['rel-error-before-fit']:.4f} -> {r['rel-error-after-fit']:.4f}"
         speed = f"{r['speedup_vs_fp32']:.2f}x" if "speedup_vs_fp32" in r else ""
         metric = f"{r['metric']:.3f}" if r.get("metric") is not None else ""
+        snr = f"{r['snr_db']:.1f}" if r is not b and r.get("snr_db") is not None else ""
         lines.append(
             f"| {r['model']} | {r['config']} | {params} | {macs} | {r['mb']} | {speed} | "
-            f"{metric} | {b.get('metric', 0):.3f} | {fit} | {r.get('seconds', '')} |"
+            f"{metric} | {b.get('metric', 0):.3f} | {snr} | {fit} | {r.get('seconds', '')} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -34,11 +34,15 @@ the INT8 file by about ``padded / channels`` of those layers).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from qcc.ir import Graph, Node, Value, constant_value
 from qcc.pipeline import PassContext, PassResult, register_pass
-from qcc.prune.deps import ChannelGraph
+
+if TYPE_CHECKING:  # qcc.prune is imported when the pass runs: every compile loads this module
+    from qcc.prune.deps import ChannelGraph
 
 # Ops that may carry padded lanes: they keep a zero lane finite and never mix channels.
 _LANE_SAFE = {
@@ -87,6 +91,8 @@ def _neutral(node: Node, index: int) -> float:
 def pad_channels(graph: Graph, ctx: PassContext, *, multiple: int = 16) -> PassResult:
     """Pad the channels of depthwise convolutions (and what is coupled to them) up to a
     multiple of ``multiple`` with inert channels; the function is unchanged."""
+    from qcc.prune.deps import ChannelGraph
+
     result = PassResult()
     cg = ChannelGraph(graph)
     roots = cg.roots()

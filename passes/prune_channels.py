@@ -23,8 +23,10 @@ one group.
 
 Importance (``criterion``): ``l1``/``l2`` norm of the producing layers' output rows
 (depthwise rows included); ``output-error``: the mean squared change each channel alone causes
-in the outputs of the layers that read it, on the calibration data, relative to their output
-energy (with recovery: the error left after the least-squares fit, ``||W_c||^2 / [G^-1]_cc``).
+in the outputs of the layers that read it (ConvTranspose included), on the calibration data,
+relative to their output energy. The same ranking with or without recovery: a channel's
+error after the least-squares fit (``||W_c||^2 / [G^-1]_cc``) assumes every other channel stays
+to predict it, so channels that predict each other looked free and went together.
 
 Does not fire on a group that is *blocked* (it reaches a graph output or input, an operator
 the analysis does not understand, a Softmax over channels, a Shape, a tensor joined with
@@ -49,6 +51,8 @@ from qcc.pipeline import DataUse, PassContext, PassResult, register_pass
 if TYPE_CHECKING:  # qcc.prune is imported when the pass runs: every compile loads this module
     from qcc.prune.deps import ChannelGraph, Group
     from qcc.prune.stats import Moments
+
+LINEAR_KINDS = ("conv", "convtranspose", "gemm", "matmul")  # consumers that mix channels
 
 
 class Scope(enum.Enum):
@@ -112,7 +116,7 @@ def prune_channels(
             has (a layer of at most this many groups is left whole).
         max-ratio: with scope global, the largest fraction any one layer may lose.
         max-rows: positions per tensor and batch used for the statistics (subsampled).
-        damping: ridge added to the least-squares fit, relative to the mean channel energy.
+        damping: ridge added to the least-squares fit, relative to the mean channel variance.
     """
     if not 0.0 <= ratio < 1.0:
         raise PassError(f"ratio must be in [0, 1), got {ratio}: a layer must keep a channel")
@@ -169,7 +173,7 @@ def prune_channels(
     if needs_data:
         wanted = _wanted_values(cg, layers)
         moments = capture_moments(ctx.model, ctx.session, wanted, max_rows=max_rows)
-    score = _scores(cg, criterion, recovery, moments, damping)
+    score = _scores(cg, criterion, moments)
     group_score = {g.root: float(score[g.elements].sum()) for grps in layers.values() for g in grps}
 
     chosen: set[int] = set()
@@ -286,18 +290,15 @@ def _wanted_values(
             live[g.elements] = True
     out: dict[Value, int] = {}
     for c in cg.consumers:
-        if c.kind in ("conv", "gemm", "matmul") and live[c.ids].any():
+        if c.kind in LINEAR_KINDS and live[c.ids].any():
             out.setdefault(c.value, cg.maps[c.value].axis)
     return list(out.items())
 
 
-def _scores(
-    cg: ChannelGraph,
-    criterion: Criterion,
-    recovery: Recovery,
-    moments: dict[Value, Moments],
-    damping: float,
-) -> np.ndarray:
+def _scores(cg: ChannelGraph, criterion: Criterion, moments: dict[Value, Moments]) -> np.ndarray:
+    """Importance of every element. ``output-error``: the mean squared change of the next
+    layers' outputs when the channel alone is zeroed, relative to their output energy, with or
+    without recovery (what recovery can win back is not credited: see docs/pruning.md)."""
     from qcc.prune.apply import weight_matrix
 
     score = np.zeros(cg.size)
@@ -310,25 +311,19 @@ def _scores(
             np.add.at(score, d.out_ids, _norm(w.reshape(w.shape[0], -1), p))
         return score
     for c in cg.consumers:
-        if c.kind not in ("conv", "gemm", "matmul"):
+        if c.kind not in LINEAR_KINDS:
             continue
         w = np.asarray(constant_value(c.node.input(1)), np.float64)
         wt = weight_matrix(c.node, c.kind, w)
         col = np.einsum("oit,oit->i", wt, wt)
         mom = moments.get(c.value)
         if mom is None or mom.n != len(c.ids):
-            resid, signal = np.ones(len(c.ids)), float(col.sum())
+            energy, signal = np.ones(len(c.ids)), float(col.sum())
         else:
-            g = mom.mean_gram()
-            x = g[:-1, :-1]
+            x = mom.mean_gram()[:-1, :-1]
             signal = float(np.einsum("oit,ij,ojt->", wt, x, wt))
-            if recovery is Recovery.LEAST_SQUARES:
-                ridge = damping * float(np.diag(x).mean()) + 1e-12
-                inv = np.linalg.inv(g + ridge * np.diag([1.0] * len(c.ids) + [0.0]))
-                resid = 1.0 / np.maximum(np.diag(inv)[:-1], 1e-30)
-            else:
-                resid = np.diag(x)
-        np.add.at(score, c.ids, col * resid / max(signal, 1e-30))
+            energy = np.diag(x)
+        np.add.at(score, c.ids, col * energy / max(signal, 1e-30))
     return score
 
 

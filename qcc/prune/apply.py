@@ -10,14 +10,17 @@ replace old ones (constants are never changed in place).
 Least-squares recovery. A consumer computes ``y = W x + b`` from the channel vector ``x`` at
 each position. With ``x`` split into kept channels ``K`` and removed ones ``P`` and the second
 moments ``G`` of ``[x, 1]`` on the calibration data, the removed channels are predicted from
-the kept ones by least squares, ``x_P ~ M x_K + m0`` with ``[M^T; m0^T] = (G_AA + l I)^-1
-G_AP`` (``A = K + the ones column``, ``l`` a small ridge). Substituting gives ``W_K' = W_K +
-W_P M`` and ``b' = b + W_P m0``: for 1x1 convolutions, Gemm and MatMul this is exactly the
-least-squares fit of the layer's outputs on the calibration set; for a ``k x k`` convolution it
-is applied at each kernel tap (cross-tap correlations are not modelled, and ``m0`` is also
-added where the kernel reads zero padding). Grouped convolutions and ConvTranspose are sliced
-but not re-fitted. The output error (relative mean square, per position) before and after the
-fit is reported for every re-fitted layer.
+the kept ones by least squares, ``x_P ~ M x_K + m0`` with ``M = C_PK (C_KK + l I)^-1`` and
+``m0 = mu_P - M mu_K`` (``C`` the covariances, ``mu`` the means, ``l`` a small ridge that
+shrinks ``M`` but not the mean). Substituting gives ``W_K' = W_K + W_P M`` and ``b' = b + W_P
+m0``: for 1x1 convolutions, Gemm and MatMul this is exactly the least-squares fit of the
+layer's outputs on the calibration set; for a ``k x k`` convolution it is applied at each
+kernel tap (cross-tap correlations are not modelled, and ``m0`` is also added where the kernel
+reads zero padding). A ConvTranspose is fitted the same way per tap, through the origin
+(``m0 = 0``): a constant input reaches each output pixel through a different set of taps, which
+no bias can express. Grouped convolutions are sliced but not re-fitted. The output error
+(relative mean square, per position) before and after the fit is reported for every re-fitted
+layer.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ def weight_matrix(node: Node, kind: str, w: np.ndarray) -> np.ndarray:
     """``w`` as ``[outputs, inputs, taps]`` for a consumer of ``kind``."""
     if kind == "conv":
         return w.reshape(w.shape[0], w.shape[1], -1)
+    if kind == "convtranspose":  # [inputs, outputs, k...]
+        return np.swapaxes(w, 0, 1).reshape(w.shape[1], w.shape[0], -1)
     if kind == "gemm" and node.attr("transB", 0):
         return w[:, :, None]
     return w.T[:, :, None]  # gemm (B is [K, N]) and matmul
@@ -59,30 +64,39 @@ def weight_matrix(node: Node, kind: str, w: np.ndarray) -> np.ndarray:
 def _from_matrix(node: Node, kind: str, wt: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     if kind == "conv":
         return wt.reshape(shape)
+    if kind == "convtranspose":
+        return np.swapaxes(wt.reshape((shape[1], shape[0], *shape[2:])), 0, 1)
     if kind == "gemm" and node.attr("transB", 0):
         return wt[:, :, 0]
     return wt[:, :, 0].T
 
 
 def refit_solution(
-    mom: Moments, keep: np.ndarray, damping: float
+    mom: Moments, keep: np.ndarray, damping: float, intercept: bool = True
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(M, m0, G_PP, R)``: the predictor of removed channels from kept ones, the second
-    moment of the removed channels, and the residual second moment after prediction."""
+    """``(M, m0, G_PP, R)``: the predictor ``x_P ~ M x_K + m0`` of removed channels from kept
+    ones, the second moment of the removed channels, and the residual second moment after
+    prediction.
+
+    ``M = C_PK (C_KK + l I)^-1`` and ``m0 = mu_P - M mu_K`` with ``C`` the covariances: the
+    ridge ``l`` (``damping`` times the mean variance of the kept channels) shrinks ``M``, never
+    the mean. Without ``intercept`` the fit goes through the origin (``m0 = 0``, ``mu = 0``:
+    ``C`` are then second moments)."""
     g = mom.mean_gram()
     n = mom.n
-    kept = np.flatnonzero(keep)
-    gone = np.flatnonzero(~keep)
-    a = np.append(kept, n)
-    g_aa = g[np.ix_(a, a)]
-    g_ap = g[np.ix_(a, gone)]
-    diag = np.diag(g_aa)[:-1]
-    ridge = damping * (float(diag.mean()) if len(diag) else 1.0) + 1e-12
-    reg = g_aa + ridge * np.eye(len(a))
-    coef = np.linalg.solve(reg, g_ap)
-    g_pp = g[np.ix_(gone, gone)]
-    resid = g_pp - g_ap.T @ coef
-    return coef[:-1].T, coef[-1], g_pp, resid
+    kept, gone = np.flatnonzero(keep), np.flatnonzero(~keep)
+    mu = g[-1, :-1] if intercept else np.zeros(n)
+    c_kk = g[np.ix_(kept, kept)] - np.outer(mu[kept], mu[kept])
+    c_kp = g[np.ix_(kept, gone)] - np.outer(mu[kept], mu[gone])
+    scale = float(np.trace(c_kk)) / len(kept) if len(kept) else 0.0
+    ridge = damping * scale + 1e-12 * max(scale, 1e-30)
+    mat = np.linalg.solve(c_kk + ridge * np.eye(len(kept)), c_kp).T
+    m0 = mu[gone] - mat @ mu[kept]
+    # the residual x_P - M x_K - m0 as coef^T [x_K, x_P, 1]
+    coef = np.concatenate([-mat.T, np.eye(len(gone)), -m0[None, :]], axis=0)
+    order = np.concatenate([kept, gone, [n]])
+    resid = coef.T @ g[np.ix_(order, order)] @ coef
+    return mat, m0, g[np.ix_(gone, gone)], resid
 
 
 def apply_pruning(
@@ -171,27 +185,33 @@ def _rewrite_linear(
 
     # 1. input channels (re-fit first, on the full weights)
     if in_keep is not None and not in_keep.all():
-        if kind in ("conv", "gemm", "matmul") and refit:
+        if kind in ("conv", "convtranspose", "gemm", "matmul") and refit:
             if mom is None or mom.n != len(in_keep):
                 result.not_refitted.append(f"{node.describe()}: no statistics for its input")
             else:
                 full = weight_matrix(node, kind, w)
-                mat, m0, g_pp, resid = refit_solution(mom, in_keep, damping)
                 gone = np.flatnonzero(~in_keep)
                 w_p = full[:, gone, :]
+                h = np.einsum("oit,ojt->ij", full, full)
+                h_pp = h[np.ix_(gone, gone)]
+                # a constant input of a transposed convolution reaches each output through
+                # a different set of taps: not a bias, so its fit has no intercept
+                icpt = kind != "convtranspose"
+                mat, m0, g_pp, resid = refit_solution(mom, in_keep, damping, icpt)
                 wt = full.copy()
                 wt[:, in_keep, :] += np.einsum("opt,pk->okt", w_p, mat)
-                delta_b = np.einsum("opt,p->o", w_p, m0)
+                if icpt:
+                    delta_b = np.einsum("opt,p->o", w_p, m0)
                 g_all = mom.mean_gram()[:-1, :-1]
-                signal = float(np.einsum("oit,ij,ojt->", full, g_all, full))
-                before = float(np.einsum("opt,pq,oqt->", w_p, g_pp, w_p))
-                after = float(np.einsum("opt,pq,oqt->", w_p, resid, w_p))
+                signal = float(np.sum(h * g_all))
+                before = float(np.sum(h_pp * g_pp))
+                after = float(np.sum(h_pp * resid))
                 denom = max(signal, 1e-30)
                 result.refits.append(
                     Refit(node, len(gone), before / denom, max(after, 0.0) / denom)
                 )
                 w = _from_matrix(node, kind, wt, w.shape)
-        elif refit and kind in ("grouped", "convtranspose"):
+        elif refit and kind == "grouped":
             result.not_refitted.append(
                 f"{node.describe()}: {kind} layers are sliced, not re-fitted"
             )

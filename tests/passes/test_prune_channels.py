@@ -410,3 +410,123 @@ def test_multiple_keeps_the_nearest_multiple_of_what_the_ratio_keeps():
     # a layer of at most 8 channels is left whole
     assert kept == {4: 4, 8: 8, 12: 8, 16: 16, 24: 16, 72: 56, 96: 72, 120: 88}
     assert {n: n - _count(n, 0.25, 1) for n in (4, 12, 72)} == {4: 3, 12: 9, 72: 54}
+
+
+@pytest.mark.parametrize("intercept", [True, False])
+def test_refit_solution_is_the_least_squares_predictor(intercept):
+    from qcc.prune.apply import refit_solution
+    from qcc.prune.stats import Moments
+
+    g = rng(20)
+    x = r(g, 300, 6).astype(np.float64) @ r(g, 6, 6) + 3.0  # correlated, not centered
+    aug = np.concatenate([x, np.ones((len(x), 1))], axis=1)
+    mom = Moments(aug.T @ aug, len(x))
+    keep = np.array([True, False, True, True, False, True])
+    mat, m0, g_pp, resid = refit_solution(mom, keep, 0.0, intercept)
+    a = aug[:, [0, 2, 3, 5, 6]] if intercept else x[:, keep]
+    coef = np.linalg.lstsq(a, x[:, ~keep], rcond=None)[0]
+    np.testing.assert_allclose(mat, coef[:4].T, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(m0, coef[4] if intercept else 0.0, rtol=1e-6, atol=1e-8)
+    r_ = x[:, ~keep] - a @ coef
+    np.testing.assert_allclose(resid, r_.T @ r_ / len(x), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(g_pp, x[:, ~keep].T @ x[:, ~keep] / len(x))
+
+
+@pytest.mark.parametrize("kernel,stride,pads,out_pad", [(2, 2, 0, 0), (3, 2, 1, 1)])
+def test_convtranspose_reading_removed_channels_is_refitted(kernel, stride, pads, out_pad):
+    # A maps 3 inputs to 6 channels without bias: any 3 of them predict the others through
+    # the origin, so the re-fitted transposed convolution reproduces the original exactly,
+    # with non-overlapping (2/2) and overlapping (3/2) taps
+    g = rng(21)
+    t = helper.make_node(
+        "ConvTranspose",
+        ["a", "wt", "bt"],
+        ["y"],
+        name="T",
+        kernel_shape=[kernel, kernel],
+        strides=[stride, stride],
+        pads=[pads] * 4,
+        output_padding=[out_pad, out_pad],
+    )
+    proto = make_model(
+        [helper.make_node("Conv", ["x", "wa"], ["a"], name="A"), t],
+        {"x": (F, [1, 3, 4, 4])},
+        {"y": (F, [1, 2, 8, 8])},
+        {"wa": r(g, 6, 3, 1, 1), "wt": r(g, 6, 2, kernel, kernel), "bt": r(g, 2)},
+    )
+    samples = [r(g, 1, 3, 4, 4) for _ in range(8)]
+    feeds = {"x": r(g, 1, 3, 4, 4)}
+    ref = run_ir(lift(proto), feeds)[0]
+
+    def pruned(recovery):
+        m = lift(proto)
+        session = Session(calibration=_calib(m, samples))
+        rec = _run(m, "prune-channels", session=session, ratio=0.5, recovery=recovery, damping=0.0)
+        return m, rec
+
+    plain, _ = pruned("none")
+    fitted, rec = pruned("least-squares")
+    assert weight(fitted, "T").shape == (3, 2, kernel, kernel)
+    np.testing.assert_array_equal(weight(fitted, "T", 2), weight(plain, "T", 2))  # no bias change
+    assert np.abs(run_ir(plain, feeds)[0] - ref).max() > 0.1
+    np.testing.assert_allclose(run_ir(fitted, feeds)[0], ref, rtol=1e-4, atol=1e-4)
+    assert any(n.startswith("refit T: 3 inputs removed") for n in rec.notes)
+    assert not any("not re-fitted" in n for n in rec.notes)
+
+
+def test_output_error_criterion_counts_convtranspose_consumers():
+    g = rng(22)
+    wt = r(g, 6, 2, 2, 2)
+    wt[[1, 3]] *= 1e-4  # the transposed convolution barely reads channels 1 and 3
+    proto = make_model(
+        [
+            helper.make_node("Conv", ["x", "wa"], ["a"], name="A"),
+            helper.make_node(
+                "ConvTranspose", ["a", "wt"], ["y"], name="T", kernel_shape=[2, 2], strides=[2, 2]
+            ),
+        ],
+        {"x": (F, [1, 3, 4, 4])},
+        {"y": (F, [1, 2, 8, 8])},
+        {"wa": r(g, 6, 3, 1, 1), "wt": wt},
+    )
+    m = lift(proto)
+    session = Session(calibration=_calib(m, [r(g, 1, 3, 4, 4) for _ in range(4)]))
+    _run(m, "prune-channels", session=session, ratio=0.34, criterion="output-error")
+    np.testing.assert_array_equal(weight(m, "T"), np.delete(wt, [1, 3], axis=0))
+
+
+def test_recovery_does_not_change_which_channels_go():
+    # Channels 0 and 1 of A are copies: each alone is perfectly predicted by the other, so
+    # a saliency "error left after the fit, every other channel kept" calls both free and
+    # removes them together, and the fit then has nothing left to predict them from. The
+    # ranking is the output error of removing a channel, with or without recovery: the two
+    # weakest channels go, and recovery only changes weights.
+    g = rng(23)
+    wa = np.eye(6, dtype=np.float32).reshape(6, 6, 1, 1)
+    wa[1] = wa[0]
+    wa[4:] *= 0.3  # the weakest two
+    proto = make_model(
+        [
+            helper.make_node("Conv", ["x", "wa"], ["a"], name="A"),
+            helper.make_node("Conv", ["a", "wc"], ["y"], name="C"),
+        ],
+        {"x": (F, [1, 6, 4, 4])},
+        {"y": (F, [1, 2, 4, 4])},
+        {"wa": wa, "wc": r(g, 2, 6, 1, 1)},
+    )
+    samples = [r(g, 1, 6, 4, 4) for _ in range(8)]
+    kept = {}
+    for recovery in ("none", "least-squares"):
+        m = lift(proto)
+        session = Session(calibration=_calib(m, samples))
+        _run(
+            m,
+            "prune-channels",
+            session=session,
+            ratio=0.34,
+            criterion="output-error",
+            recovery=recovery,
+        )
+        kept[recovery] = weight(m, "A")
+    np.testing.assert_array_equal(kept["none"], wa[:4])
+    np.testing.assert_array_equal(kept["least-squares"], wa[:4])
