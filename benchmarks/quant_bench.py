@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _bytecode import compile_qcc
 
 ROOT = Path(__file__).resolve().parent.parent
 ZOO = Path(os.environ.get("QCC_ZOO", Path.home() / ".cache" / "qcc-zoo"))
@@ -276,6 +277,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=20, help="alternating latency runs per pair")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args()
+    compile_qcc()  # time qcc as installed (byte-compiled), not as a bare editable checkout
     args.skip_ort = {s.strip().lower() for s in args.skip_ort.split(",") if s.strip()}
     args.qcc = {s.strip() for s in args.qcc.split(",")} if args.qcc else set()
     # "int8-ort" names "qcc:int8-ort"; an unknown name is an error, not an empty table

@@ -60,6 +60,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _bytecode import compile_qcc
 
 ROOT = Path(__file__).resolve().parent.parent
 ZOO = Path(os.environ.get("QCC_ZOO", Path.home() / ".cache" / "qcc-zoo"))
@@ -826,6 +827,7 @@ def main() -> int:
     ap.add_argument("--candidates", help=argparse.SUPPRESS)
     ap.add_argument("--litert-path", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    compile_qcc()  # time qcc as installed (byte-compiled), not as a bare editable checkout
     if args.score_worker:
         return score_worker(args)
     args.peer_ok, args.peer_reason = False, ""
