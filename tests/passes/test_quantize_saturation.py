@@ -137,3 +137,20 @@ def test_no_cut_when_another_consumer_reads_the_tensor():
     m, rec = compile_(proto, calib)
     assert "saturation-cut" not in rec.stats
     assert q_range(m, "c")[0] < -30
+
+
+def test_accuracy_search_simulates_the_cut_only_while_every_consumer_is_integer():
+    """Keeping the SiLU's Mul in float un-cuts its input (a float x * Sigmoid(x) would see
+    the clipped tail): the search's simulation must price that, not keep the cut range."""
+    from tests.passes.test_accuracy_target import run
+
+    proto, f = head("silu"), feeds(8)
+    _, rec = run(proto, f, target_sqnr=200, max_float=1, search_samples=8)
+    simulated, measured = (
+        rec.stats["target:sqnr-dB-simulated"],
+        rec.stats["target:sqnr-dB-measured"],
+    )
+    assert abs(simulated - measured) < 0.05, (simulated, measured)
+    # reverting the Mul alone loses the cut and so does not pay: nothing goes to float
+    assert rec.stats["target:float-groups"] == 0
+    assert rec.stats["saturation-cut"] == 1
