@@ -66,10 +66,12 @@ _NEGLIGIBLE_DB = 26.0
 @dataclasses.dataclass(frozen=True)
 class Toggle:
     """One switch of the simulation: on when any of its owner groups is still quantized (an
-    empty owner set: always on)."""
+    empty owner set: always on); with ``every``, only while all of them are (the saturation
+    cut of a tensor holds only while all its consumers are integer)."""
 
     unit: int
     owners: frozenset[int]
+    every: bool = False
 
 
 def op_groups(q) -> tuple[list[list[Node]], dict[Node, int]]:
@@ -106,6 +108,18 @@ class Simulation:
         self.q = q
         self.tensors = q.tensors()
         self.qparams: dict[Value, QParams] = q.params(self.tensors)
+        # the parameters of the tensors whose range params() cut for their saturating
+        # consumers, as they are once one of those consumers is float
+        self.uncut: dict[Value, QParams] = {}
+        cut = list(q.cut_tensors)
+        if cut:
+            q.saturation_cut_enabled = False
+            try:
+                full = q.params(self.tensors)
+            finally:
+                q.saturation_cut_enabled = True
+                q.cut_tensors = cut
+            self.uncut = {v: full[v] for v in cut}
         self.groups, self.group_of = op_groups(q)
         self.toggles: list[Toggle] = []
         self.units: list[str] = []  # what each unit is, for the report
@@ -118,8 +132,8 @@ class Simulation:
         self.reference = [self._run(f, off) for f in self.feeds]
 
     # ---------------------------------------------------------------- model building
-    def _toggle(self, unit: int, owners: frozenset[int]) -> int:
-        t = Toggle(unit, owners)
+    def _toggle(self, unit: int, owners: frozenset[int], every: bool = False) -> int:
+        t = Toggle(unit, owners, every)
         if t not in self._toggle_index:
             self._toggle_index[t] = len(self.toggles)
             self.toggles.append(t)
@@ -285,11 +299,29 @@ class Simulation:
                 owners = cls if shared else frozenset([self.group_of[v.producer]])
                 t = flag(self._toggle(unit, owners))
                 emit_after(v, quantizer(t, src, scale, zp, v.name))
+            uncut = self.uncut.get(v)
+            if uncut is not None:  # cut only while every consumer is integer
+                consumers = frozenset(self.group_of[c] for c in v.consumers() if q.quantized(c))
+                every = flag(self._toggle(unit, consumers, every=True))
+                full_scale = const(np.asarray(uncut.scale, np.float32), "scale")
+                full_zp = const(np.asarray(uncut.zero_point), "zero_point")
             for use, owners in edges:
                 out = fresh("edge")
                 k = index[use.node]
                 t = flag(self._toggle(unit, owners))
-                before.setdefault(k, []).append(quantizer(t, src, scale, zp, out))
+                if uncut is None:
+                    before.setdefault(k, []).append(quantizer(t, src, scale, zp, out))
+                else:
+                    cut_out, full_out = fresh("cut"), fresh("full")
+                    choose = switch(
+                        every,
+                        [quantizer(t, src, scale, zp, cut_out)],
+                        [cut_out],
+                        [quantizer(t, src, full_scale, full_zp, full_out)],
+                        [full_out],
+                        [out],
+                    )
+                    before.setdefault(k, []).append(choose)
                 replaced[(k, use.index)] = out
 
         # weights and biases of linear ops
@@ -391,7 +423,11 @@ class Simulation:
 
     def flags_for(self, reverted: set[int]) -> np.ndarray:
         return np.array(
-            [not t.owners or bool(t.owners - reverted) for t in self.toggles], dtype=bool
+            [
+                not t.owners or (not t.owners & reverted if t.every else bool(t.owners - reverted))
+                for t in self.toggles
+            ],
+            dtype=bool,
         )
 
     def sqnr(self, flags: np.ndarray) -> float:

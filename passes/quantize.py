@@ -17,6 +17,12 @@ Placement (onnxruntime's x86 QDQ transformer, :mod:`qcc.quant.capability`):
   zero point at the type minimum and a range inside the Clip's, and the tensor between the
   producer and the Relu gets no quantizer (fusion groups from ``fuse-activations`` are never
   split);
+* a tensor read only by saturating functions (quantized Sigmoids, and the Mul of a SiLU,
+  ``x * Sigmoid(x)``) gets the part of its observed range where their integer outputs still
+  change, evaluated with their own output parameters (``saturation-cut``): clipping the
+  rest changes none of their outputs, and the tails' levels go to the values that matter
+  (a Sigmoid saturates at about +-6 for 8-bit outputs, while a detector's background
+  objectness logits or a SiLU's inputs reach -30);
 * graph inputs and outputs stay float: a Q/DQ pair sits after an input and before an output;
 * everything else stays float between a DQ and a Q, with no quantizer between two float ops.
   The report lists every op kept in float and why.
@@ -47,11 +53,15 @@ from qcc.pipeline import PassContext, PassResult, register_pass
 from qcc.quant.capability import TARGETS, Kind, OpCapability, Role
 from qcc.quant.observers import observed_range
 from qcc.quant.params import QParams, compute_qparams, quantize_bias, quantize_weight
+from qcc.quant.params import dequantize as dequantize_array
 from qcc.quant.params import quantize as quantize_array
 from qcc.quant.plan import DEFAULT_ACTIVATIONS, get_plan
 from qcc.quant.scheme import Granularity, QDType, QuantScheme
 
 _REALIZED_GROUPS = {"conv-relu", "conv-clip"}  # what onnxruntime executes as one kernel
+# grid points on which a saturating consumer's quantized output is evaluated (a few times
+# finer than the 256 levels of the input, so the cut is within a fraction of a step)
+_SATURATION_GRID = 4096
 
 
 @register_pass(
@@ -70,6 +80,7 @@ def quantize(
     ctx: PassContext,
     *,
     concat_range_ratio: float = 16.0,
+    saturation_cut: bool = True,
     float_conv_inputs: int = 0,
     target_sqnr: float = 0.0,
     max_float: int = 8,
@@ -81,6 +92,10 @@ def quantize(
         concat-range-ratio: keep a Concat in float when the ranges of its inputs differ by more
             than this factor (one output scale would erase the small-range inputs: detector
             heads that concatenate box coordinates with probabilities); 0 disables the check.
+        saturation-cut: narrow the range of a tensor read only by Sigmoid or x * Sigmoid(x)
+            (SiLU) to where their quantized outputs still change, so the levels of the
+            saturated tails (a detector's background logits, a SiLU's strongly negative
+            inputs) go to the values that matter; false keeps the observed range.
         float-conv-inputs: keep a Conv (group 1) with at most this many input channels in
             float (image and audio stems); 0 (the default) keeps none. onnxruntime's float
             convolution plus a QuantizeLinear of its output is 2-2.4x faster than
@@ -99,7 +114,7 @@ def quantize(
     plan = get_plan(ctx.session, "quantize")
     if plan.calibrated == 0 and any(o.empty for o, _ in plan.observers.values()):
         raise PassError("quantize needs calibration: run `calibrate` before it")
-    q = _Quantizer(graph, ctx, plan, concat_range_ratio, float_conv_inputs)
+    q = _Quantizer(graph, ctx, plan, concat_range_ratio, saturation_cut, float_conv_inputs)
     measure = None
     if target_sqnr > 0:
         from qcc.passes._float_search import search_float
@@ -125,9 +140,11 @@ class _Quantizer:
         ctx: PassContext,
         plan,
         concat_range_ratio: float,
+        saturation_cut: bool = True,
         float_conv_inputs: int = 0,
     ) -> None:
         self.concat_range_ratio = concat_range_ratio
+        self.saturation_cut_enabled = saturation_cut
         self.float_conv_inputs = float_conv_inputs
         self.g = graph
         self.ctx = ctx
@@ -139,6 +156,8 @@ class _Quantizer:
         self.result = PassResult()
         # nodes the accuracy target returns to float (qcc.passes._float_search)
         self.forced_float: set[Node] = set()
+        # tensors whose range params() narrowed to their consumers' unsaturated inputs
+        self.cut_tensors: list[Value] = []
 
     # ------------------------------------------------------------------ classification
     def classify(self) -> None:
@@ -309,56 +328,154 @@ class _Quantizer:
         for v in tensors:
             groups[find(v)].append(v)
         out: dict[Value, QParams] = {}
-        for members in groups.values():
-            lo, hi = np.inf, -np.inf
-            scheme = None
-            # the clamps of the group's sources (a shared op's output has its input's): one
-            # Relu'd input of a Concat must not clip the others
-            source_lo, source_hi = [], []
-            for v in members:
-                r = self.range_of(v)
-                if r is not None:
-                    lo, hi = min(lo, r[0]), max(hi, r[1])
-                s = self.scheme_of(v)
-                if scheme is None or (
-                    v.producer is not None and self.kind.get(v.producer) is not Kind.SHARED
-                ):
-                    scheme = s or scheme
-                p = v.producer
-                if p is not None and self.kind.get(p) is Kind.SHARED:
-                    continue
-                c_lo, c_hi = -np.inf, np.inf
-                if p is not None and self.kind.get(p) is Kind.ABSORBED:
-                    c_lo = 0.0
-                    if p.op_type == "Clip" and p.input(2) is not None:
-                        c_hi = float(constant_value(p.input(2)))
-                if p is not None and p.op_type in ("Softmax", "Sigmoid") and self.quantized(p):
-                    c_lo = 0.0
-                source_lo.append(c_lo)
-                source_hi.append(c_hi)
-            clamp_lo = min(source_lo, default=-np.inf)
-            clamp_hi = max(source_hi, default=np.inf)
-            if not np.isfinite(lo):
-                lo, hi = 0.0, 0.0
-            lo, hi = max(lo, clamp_lo), min(hi, clamp_hi)
-            hi = max(hi, lo)
-            scheme = scheme or DEFAULT_ACTIVATIONS
-            symmetric = scheme.symmetric and clamp_lo < 0  # absorbed: zero point at the minimum
-            qp = compute_qparams(lo, hi, scheme.dtype, symmetric=symmetric)
-            if np.isfinite(clamp_hi):
-                qp = _fit_below(qp, clamp_hi)
-            fixed = self.fixed_output(members)
-            if fixed is not None and qp.dtype is QDType.INT8:
-                qp = QParams(
-                    QDType.INT8,
-                    np.asarray(fixed[0], np.float32),
-                    np.asarray(fixed[1], np.int8),
-                )
+        ranges: dict[Value, tuple[float, float]] = {}
+        self.cut_tensors = []
+        for root, members in groups.items():
+            ranges[root] = self._group_range(members)
+            qp = self._group_qparams(members, *ranges[root])
             for v in members:
                 out[v] = qp
+        # a tensor read only by saturating functions (Sigmoid, x * Sigmoid(x)) needs no levels
+        # where their quantized outputs no longer change: consumers' parameters first
+        order = {n: i for i, n in enumerate(self.g)}
+
+        def position(root: Value) -> int:
+            return max(order.get(v.producer, -1) for v in groups[root])
+
+        cut_groups = (
+            sorted(groups, key=position, reverse=True) if self.saturation_cut_enabled else []
+        )
+        for root in cut_groups:
+            members = groups[root]
+            lo, hi = ranges[root]
+            cut = self._saturation_cut(members, lo, hi, out)
+            if cut is None:
+                continue
+            qp = self._group_qparams(members, *cut)
+            for v in members:
+                out[v] = qp
+            self.cut_tensors.extend(members)
         if self.cap.min_constant_ratio:
             self._floor_constant_scales(out)
         return out
+
+    def _group_clamps(self, members: list[Value]) -> tuple[float, float, QuantScheme]:
+        """``(clamp_lo, clamp_hi, scheme)`` of a parameter group: the bounds every source of
+        the group guarantees (an absorbed Relu/Clip, a quantized Sigmoid/Softmax; a shared
+        op's output has its input's) and the scheme of its producer."""
+        scheme = None
+        # one Relu'd input of a Concat must not clip the others: the loosest source decides
+        source_lo, source_hi = [], []
+        for v in members:
+            s = self.scheme_of(v)
+            if scheme is None or (
+                v.producer is not None and self.kind.get(v.producer) is not Kind.SHARED
+            ):
+                scheme = s or scheme
+            p = v.producer
+            if p is not None and self.kind.get(p) is Kind.SHARED:
+                continue
+            c_lo, c_hi = -np.inf, np.inf
+            if p is not None and self.kind.get(p) is Kind.ABSORBED:
+                c_lo = 0.0
+                if p.op_type == "Clip" and p.input(2) is not None:
+                    c_hi = float(constant_value(p.input(2)))
+            if p is not None and p.op_type in ("Softmax", "Sigmoid") and self.quantized(p):
+                c_lo = 0.0
+            source_lo.append(c_lo)
+            source_hi.append(c_hi)
+        clamp_lo = min(source_lo, default=-np.inf)
+        clamp_hi = max(source_hi, default=np.inf)
+        return clamp_lo, clamp_hi, scheme or DEFAULT_ACTIVATIONS
+
+    def _group_range(self, members: list[Value]) -> tuple[float, float]:
+        """The union of the members' observed ranges, inside the group's clamps."""
+        lo, hi = np.inf, -np.inf
+        for v in members:
+            r = self.range_of(v)
+            if r is not None:
+                lo, hi = min(lo, r[0]), max(hi, r[1])
+        if not np.isfinite(lo):
+            lo, hi = 0.0, 0.0
+        clamp_lo, clamp_hi, _ = self._group_clamps(members)
+        lo, hi = max(lo, clamp_lo), min(hi, clamp_hi)
+        return lo, max(hi, lo)
+
+    def _group_qparams(self, members: list[Value], lo: float, hi: float) -> QParams:
+        """The group's parameters for values in ``[lo, hi]``."""
+        clamp_lo, clamp_hi, scheme = self._group_clamps(members)
+        symmetric = scheme.symmetric and clamp_lo < 0  # absorbed: zero point at the minimum
+        qp = compute_qparams(lo, hi, scheme.dtype, symmetric=symmetric)
+        if np.isfinite(clamp_hi):
+            qp = _fit_below(qp, clamp_hi)
+        fixed = self.fixed_output(members)
+        if fixed is not None and qp.dtype is QDType.INT8:
+            qp = QParams(
+                QDType.INT8,
+                np.asarray(fixed[0], np.float32),
+                np.asarray(fixed[1], np.int8),
+            )
+        return qp
+
+    def _saturation_cut(
+        self, members: list[Value], lo: float, hi: float, out: dict[Value, QParams]
+    ) -> tuple[float, float] | None:
+        """A narrower range for a group read only by saturating functions, or None.
+
+        Every consumer of every member must be a quantized Sigmoid or the Mul of a SiLU
+        (``x * Sigmoid(x)``), with its output's parameters in ``out``. Evaluated on a fine
+        grid of ``[lo, hi]`` with the consumers' own quantization (the SiLU's Mul reads the
+        quantized Sigmoid), each consumer's integer output is constant below some ``a`` and
+        above some ``b``; clipping the input to the widest such ``[a, b]`` (plus one input
+        step for its rounding) changes no consumer's output, and the levels the tails took
+        go to the values that matter: a Sigmoid's input below about -6 (the saturated
+        background of a detector's objectness logits, a SiLU's strongly negative inputs)
+        only costs resolution."""
+        if hi <= lo:
+            return None
+        t = np.linspace(lo, hi, _SATURATION_GRID, dtype=np.float32)
+        a, b = np.inf, -np.inf
+        for v in members:
+            if v.is_graph_output or not v.uses:
+                return None
+            for user in v.consumers():
+                levels = self._saturating_output(user, v, t, out)
+                if levels is None:
+                    return None
+                changed = np.nonzero(levels != levels[0])[0]
+                if changed.size == 0:  # constant over the whole range: no bound from it
+                    continue
+                a = min(a, float(t[changed[0] - 1]))
+                b = max(b, float(t[np.nonzero(levels != levels[-1])[0][-1] + 1]))
+        if not np.isfinite(a):
+            return None
+        step = (b - a) / 255.0
+        a, b = max(lo, a - step), min(hi, b + step)
+        return (a, b) if b - a < hi - lo else None
+
+    def _saturating_output(
+        self, user: Node, v: Value, t: np.ndarray, out: dict[Value, QParams]
+    ) -> np.ndarray | None:
+        """The integer output of ``user`` for inputs ``v = t``, when ``user`` is a quantized
+        Sigmoid of ``v`` or the Mul of ``v * Sigmoid(v)``; else None."""
+        if not self.quantized(user) or self.internal(user.outputs[0]):
+            return None
+        qy = out.get(user.outputs[0])
+        if qy is None or qy.per_channel:
+            return None
+        if user.op_type == "Sigmoid" and user.input(0) is v:
+            return quantize_array(_sigmoid(t), qy)
+        if user.op_type == "Mul" and len(user.inputs) == 2 and v in user.inputs:
+            other = user.input(1) if user.input(0) is v else user.input(0)
+            s = other.producer if other is not None else None
+            if s is None or s.op_type != "Sigmoid" or s.input(0) is not v or other is v:
+                return None
+            qs = out.get(other)
+            if not self.quantized(s) or qs is None:
+                return None
+            sig = dequantize_array(quantize_array(_sigmoid(t), qs), qs)
+            return quantize_array(t * sig, qy)
+        return None
 
     def _floor_constant_scales(self, out: dict[Value, QParams]) -> None:
         """A constant operand of an integer Add/Sub gets a scale of at least
@@ -443,6 +560,8 @@ class _Quantizer:
         for (op, kind), n in sorted(counts.items()):
             self.result.count(f"{kind}:{op}", n)
         self.result.stats["tensors"] = len(tensors)
+        if self.cut_tensors:
+            self.result.count("saturation-cut", len(self.cut_tensors))
         if self.floats:
             listing = ", ".join(
                 f"{op} x{n} ({why})" for (op, why), n in sorted(self.floats.items())
@@ -623,6 +742,10 @@ class _Quantizer:
             g.outputs[:] = [dq.output if o is v else o for o in g.outputs]
             v.rename(g.names.fresh_value(f"{name}_float"), reuse=True)
             dq.output.rename(name, reuse=True)
+
+
+def _sigmoid(t: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-t.astype(np.float64)))).astype(np.float32)
 
 
 def _first_user(g: Graph, users: list[Node]) -> Node | None:
