@@ -18,7 +18,10 @@ from pathlib import Path
 def compile_qcc() -> None:
     """Byte-compile the qcc, qcc.passes and qcc.recipes packages in place."""
     for name in ("qcc", "qcc.passes", "qcc.recipes"):
-        spec = importlib.util.find_spec(name)
+        try:
+            spec = importlib.util.find_spec(name)
+        except ModuleNotFoundError:  # not this interpreter's package (a worker's Python)
+            return
         if spec is None or not spec.submodule_search_locations:
             continue
         for folder in spec.submodule_search_locations:

@@ -827,9 +827,9 @@ def main() -> int:
     ap.add_argument("--candidates", help=argparse.SUPPRESS)
     ap.add_argument("--litert-path", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    compile_qcc()  # time qcc as installed (byte-compiled), not as a bare editable checkout
-    if args.score_worker:
+    if args.score_worker:  # runs in the zoo's Python, which has no qcc
         return score_worker(args)
+    compile_qcc()  # time qcc as installed (byte-compiled), not as a bare editable checkout
     args.peer_ok, args.peer_reason = False, ""
     if not args.no_peer:
         args.peer_ok, msg = peer_status(args.venv_tf)
