@@ -6,6 +6,12 @@ attaches an observer to each float activation tensor the node reads or writes; a
 shared by a producer and its consumers takes the producer's scheme. Weights are not observed
 here: ``quantize`` reads their range from the constants directly.
 
+A tensor computed from another planned tensor by a non-decreasing scalar map (``x * c`` or
+``x / c`` with c > 0, ``x + b``, ``x - b``, ``Clip``) gets no observer when both use the same
+asymmetric min-max or percentile scheme: those ranges commute with such maps, so ``quantize``
+derives its range from its source's. The decomposed HardSwish (``x / 6``, ``+ 1/2``, clamp)
+is three such tensors per HardSwish, which no longer triple its calibration work.
+
 ``on``/``exclude`` choose which nodes are planned (the others stay in float); ``where``
 clauses give the selected nodes other schemes (``where op(Softmax) { activations = a16 }``).
 
@@ -15,10 +21,11 @@ that are not float32, or inside subgraphs.
 
 from __future__ import annotations
 
+import numpy as np
 from google.protobuf.message import EncodeError
 
 from qcc.frontend import lower_model
-from qcc.ir import DType, Graph, Value
+from qcc.ir import DType, Graph, Node, Value, constant_value
 from qcc.pipeline import PassContext, PassResult, register_pass
 from qcc.quant.capability import TARGETS, Kind, Role
 from qcc.quant.observers import make_observer
@@ -88,8 +95,10 @@ def observe(
             if _is_float(out) and (out is node.outputs[0] or cap.kind is Kind.SHARED):
                 producer_scheme[out] = a
     chosen = {**consumer_scheme, **producer_scheme}  # the producer's scheme wins
+    plan.derived = _derived(graph, chosen)
     for v, scheme in chosen.items():
-        plan.observers[v] = (make_observer(scheme.observer), scheme)
+        if v not in plan.derived:
+            plan.observers[v] = (make_observer(scheme.observer), scheme)
     if "error-report" in ctx.session.pipeline:  # only it needs the FP32 copy
         try:
             plan.fp32_model = lower_model(ctx.model).SerializeToString()
@@ -98,6 +107,8 @@ def observe(
     ctx.session.state[KEY] = plan
     result.count("nodes", len(plan.activations))
     result.count("tensors", len(plan.observers))
+    if plan.derived:
+        result.count("derived", len(plan.derived))
     kinds = sorted({s.observer.kind for _, s in plan.observers.values()})
     if kinds:
         result.note("observers: " + ", ".join(kinds))
@@ -106,3 +117,76 @@ def observe(
 
 def _is_float(v: Value | None) -> bool:
     return v is not None and v.dtype is DType.FLOAT and v.const is None
+
+
+# Observer kinds whose range commutes with a non-decreasing map f: range(f(x)) = f(range(x))
+# (min/max and order statistics do; entropy and MSE, which weigh the histogram, do not).
+_ORDER_KINDS = ("minmax", "percentile")
+
+
+def _derived(graph: Graph, chosen: dict[Value, QuantScheme]) -> dict:
+    """Tensors whose range follows exactly from another chosen tensor's: outputs of ``x * c``
+    and ``x / c`` (c > 0), ``x + b``, ``x - b`` and ``Clip(x, lo, hi)`` with scalar constants,
+    observed with the same min-max or percentile scheme. ``decompose-hardswish`` and
+    ``decompose-hardsigmoid`` write each HardSwish as three such ops; observing them would
+    triple the histogram work of a HardSwish network for ranges known in advance."""
+    out: dict[Value, tuple[Value, str, float, float]] = {}
+    for node in graph:
+        y = node.outputs[0] if node.outputs else None
+        if y is None or y not in chosen or len(node.outputs) != 1:
+            continue
+        scheme = chosen[y]
+        if scheme.observer.kind not in _ORDER_KINDS or scheme.symmetric:
+            continue
+        step = _monotone_step(node)
+        if step is None:
+            continue
+        src = step[0]
+        if src not in chosen or chosen[src] != scheme:
+            continue
+        out[y] = step
+    return out
+
+
+def _monotone_step(node: Node) -> tuple[Value, str, float, float] | None:
+    if node.domain:
+        return None
+    op = node.op_type
+    ins = node.inputs
+    if op == "Clip":
+        x = ins[0] if ins else None
+        bounds = []
+        for i, attr, default in ((1, "min", -np.inf), (2, "max", np.inf)):
+            v = node.input(i)
+            # opset < 11 Clip has its bounds as attributes
+            c = constant_value(v) if v is not None else np.float32(node.attr(attr, default))
+            if c is None or np.size(c) != 1:
+                return None
+            bounds.append(float(np.asarray(c).reshape(-1)[0]))
+        return (x, "clip", bounds[0], bounds[1]) if _is_activation(x) else None
+    if op not in ("Mul", "Div", "Add", "Sub") or len(ins) != 2:
+        return None
+    for xi in (0, 1):
+        x, k = ins[xi], ins[1 - xi]
+        c = constant_value(k) if k is not None else None
+        if not _is_activation(x) or c is None or np.size(c) != 1:
+            continue
+        if not np.issubdtype(np.asarray(c).dtype, np.floating):
+            return None
+        c = float(np.asarray(c).reshape(-1)[0])
+        if not np.isfinite(c):
+            return None
+        if op == "Mul" and c > 0:
+            return (x, "scale", c, 0.0)
+        if op == "Div" and xi == 0 and c > 0:
+            return (x, "scale", 1.0 / c, 0.0)
+        if op == "Add":
+            return (x, "shift", c, 0.0)
+        if op == "Sub" and xi == 0:
+            return (x, "shift", -c, 0.0)
+        return None
+    return None
+
+
+def _is_activation(v: Value | None) -> bool:
+    return v is not None and v.dtype is DType.FLOAT and constant_value(v) is None

@@ -250,7 +250,7 @@ class _Quantizer:
             return False
         if v.const is not None:
             return True
-        return allow_unobserved or v in self.plan.observers
+        return allow_unobserved or v in self.plan.observers or v in self.plan.derived
 
     def _prune_shared(self) -> None:
         """Keep a shared-params op only next to another quantized op (else it adds error and
@@ -523,6 +523,17 @@ class _Quantizer:
         if v.const is not None:
             c = v.const.astype(np.float64)
             return (float(c.min()), float(c.max())) if c.size else (0.0, 0.0)
+        step = self.plan.derived.get(v)
+        if step is not None:  # a monotone scalar map of another tensor (observe._derived)
+            src, op, a, b = step
+            r = self.range_of(src)
+            if r is None:
+                return None
+            if op == "scale":
+                return r[0] * a, r[1] * a
+            if op == "shift":
+                return r[0] + a, r[1] + a
+            return min(max(r[0], a), b), min(max(r[1], a), b)
         entry = self.plan.observers.get(v)
         if entry is None:
             return None
@@ -534,6 +545,8 @@ class _Quantizer:
         entry = self.plan.observers.get(v)
         if entry is not None:
             return entry[1]
+        if v in self.plan.derived:
+            return self.scheme_of(self.plan.derived[v][0])
         p = v.producer
         if p is not None and p in self.plan.activations:
             return self.plan.activations[p]

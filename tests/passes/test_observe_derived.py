@@ -1,0 +1,81 @@
+"""observe: tensors whose range follows from another's by a monotone scalar map (the
+decomposed HardSwish's ``x / 6``, ``+ 1/2`` and clamp) get no observer of their own, and
+quantize gives them exactly the parameters observing them would have given."""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import TensorProto, helper, numpy_helper
+
+from qcc.quant.params import compute_qparams
+from qcc.quant.scheme import ObserverSpec, QDType, QuantScheme
+from tests.conftest import make_model, ort_run
+from tests.passes.test_quantize import quantize
+
+F = TensorProto.FLOAT
+RNG = np.random.default_rng(11)
+
+
+def hardswish_chain():
+    return make_model(
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"]),
+            helper.make_node("Mul", ["c", "sixth"], ["m"]),
+            helper.make_node("Add", ["m", "half"], ["a"]),
+            helper.make_node("Clip", ["a", "zero", "one"], ["g"]),
+            helper.make_node("Mul", ["c", "g"], ["y"]),
+        ],
+        {"x": (F, [1, 4, 6, 6])},
+        {"y": (F, [1, 8, 6, 6])},
+        {
+            "w": (RNG.standard_normal((8, 4, 1, 1)) * 2).astype(np.float32),
+            "sixth": np.array(1 / 6, np.float32),
+            "half": np.array(0.5, np.float32),
+            "zero": np.array(0.0, np.float32),
+            "one": np.array(1.0, np.float32),
+        },
+    )
+
+
+def feeds(n=6):
+    return [{"x": RNG.standard_normal((1, 4, 6, 6)).astype(np.float32)} for _ in range(n)]
+
+
+def q_params(m, name):
+    q = next(n for n in m.graph if n.op_type == "QuantizeLinear" and n.input(0).name == name)
+    return float(q.input(1).const), int(q.input(2).const)
+
+
+def test_scalar_map_outputs_take_their_range_from_the_source_observer():
+    proto = hardswish_chain()
+    data = feeds()
+    m, records = quantize(proto, data, fuse=False)
+    observe = next(r for r in records if r.name == "observe")
+    assert observe.stats["derived"] == 3  # m, a and g; c and y are observed
+    assert observe.stats["tensors"] == 3  # x, c, y
+    # the parameters are those of the tensors' own min/max on the calibration data
+    with_taps = make_model(
+        [*proto.graph.node],
+        {"x": (F, [1, 4, 6, 6])},
+        {"y": (F, [1, 8, 6, 6]), "m": (F, [1, 8, 6, 6]), "g": (F, [1, 8, 6, 6])},
+        {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer},
+    )
+    outs = [ort_run(with_taps, f) for f in data]
+    lo = min(float(o[1].min()) for o in outs)
+    hi = max(float(o[1].max()) for o in outs)
+    want = compute_qparams(lo, hi, QDType.UINT8, symmetric=False)
+    scale, zp = q_params(m, "m")
+    assert zp == int(want.zero_point)
+    np.testing.assert_allclose(scale, float(want.scale), rtol=1e-6)
+    # the clamp: absorbed into the gate's quantizer, its range inside [0, 1]
+    hi_g = max(float(o[2].max()) for o in outs)
+    scale, zp = q_params(m, "g")
+    assert zp == 0 and np.float32(255) * np.float32(scale) <= np.float32(1.0)
+    np.testing.assert_allclose(255 * scale, min(hi_g, 1.0), rtol=1e-6)
+
+
+def test_entropy_and_mse_schemes_still_observe_every_tensor():
+    mse = QuantScheme("a8", QDType.UINT8, symmetric=False, observer=ObserverSpec("mse"))
+    _, records = quantize(hardswish_chain(), feeds(), fuse=False, activations=mse)
+    observe = next(r for r in records if r.name == "observe")
+    assert "derived" not in observe.stats and observe.stats["tensors"] == 6
