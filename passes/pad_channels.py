@@ -159,7 +159,7 @@ def _plan(
             return f"{c.node.describe()} ({c.kind}) reads them"
     for s in cg.sources:
         if touches(s.ids) and not _plain_source(s.node):
-            return f"{s.node.describe()} is grouped"
+            return f"{s.node.describe()} (grouped or transposed) produces them"
     mapped = set(tensors)
     for v in tensors:
         for user in v.consumers():
