@@ -17,7 +17,8 @@ onnxruntime 1.31 on 200 K uint8 values: 48 + 110 us, against 324 us for the floa
 removes took 96 us.
 
 Folds only where every consumer of the requantized value reads it as the input of an op
-onnxruntime runs with its own input parameters (QLinearAdd/Mul, QLinearConv, QGemm,
+onnxruntime runs with its own input parameters (the linear and integer ops of the
+``ort-x86`` capability table: QLinearAdd/Mul, QLinearConv, QGemm,
 QLinearMatMul, QLinearConcat, QLinearAveragePool, QLinearSigmoid/LeakyRelu): ops whose
 Q/DQ onnxruntime drops (MaxPool, Reshape, ...) need equal input and output parameters and
 would fall back to float. Not for TFLite, whose tensors carry one set of parameters each
@@ -30,20 +31,13 @@ import numpy as np
 
 from qcc.ir import Graph, Node, Value, constant_value, derived_origin
 from qcc.pipeline import PassContext, PassResult, register_pass
+from qcc.quant.capability import TARGETS, Kind
 
-# Ops onnxruntime runs with their own input and output quantization parameters.
-_OWN_PARAMS = {
-    "Add",
-    "Mul",
-    "Conv",
-    "Gemm",
-    "MatMul",
-    "Concat",
-    "AveragePool",
-    "GlobalAveragePool",
-    "Sigmoid",
-    "LeakyRelu",
-}
+
+def _own_params(node: Node) -> bool:
+    """Whether onnxruntime runs ``node`` with its own input parameters: its linear and
+    integer QLinear kernels do; ops whose Q/DQ it drops (``shared``) need equal ones."""
+    return TARGETS["ort-x86"](node).kind in (Kind.LINEAR, Kind.INTEGER)
 
 
 def _scalar_of(v: Value | None) -> float | None:
@@ -108,11 +102,9 @@ def fold_dequantize_scale(graph: Graph, ctx: PassContext) -> PassResult:
             continue
         if any(d.op_type != "DequantizeLinear" or d.domain for d in dq_users):
             continue
-        if any(
-            u.op_type not in _OWN_PARAMS or u.domain
-            for d in dq_users
-            for u in d.outputs[0].consumers()
-        ) or any(d.outputs[0].is_graph_output for d in dq_users):
+        if any(not _own_params(u) for d in dq_users for u in d.outputs[0].consumers()) or any(
+            d.outputs[0].is_graph_output for d in dq_users
+        ):
             continue
         s = np.asarray(constant_value(dq.input(1)), np.float32)
         scale = np.asarray(np.float32(s.reshape(-1)[0]) * np.float32(c), np.float32).reshape(

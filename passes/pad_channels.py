@@ -145,9 +145,7 @@ def _plan(
             return f"{v.name!r} holds other channels too, or part of them"
         tensors.append(v)
 
-    def touches(ids: np.ndarray) -> bool:
-        return bool(group_set.intersection(roots[ids].tolist()))
-
+    touches = _toucher(roots, group_set)
     for s in cg.splits:
         if any(touches(ids) for ids in s.outputs):
             return f"{s.node.describe()} splits them"
@@ -170,6 +168,11 @@ def _plan(
             if user.op_type == "Div" and user.input(1) is not None and user.input(1) in mapped:
                 return f"{user.describe()} divides by them"
     return tensors
+
+
+def _toucher(roots: np.ndarray, group_set: frozenset[int]):
+    """``touches(ids)``: whether any element in ``ids`` belongs to the channel set."""
+    return lambda ids: bool(group_set.intersection(roots[ids].tolist()))
 
 
 def _plain_source(node: Node) -> bool:
@@ -198,9 +201,7 @@ def _apply(
     tensors: list[Value],
     pad: int,
 ) -> None:
-    def touches(ids: np.ndarray) -> bool:
-        return bool(group_set.intersection(roots[ids].tolist()))
-
+    touches = _toucher(roots, group_set)
     for v in tensors:
         m = cg.maps[v]
         if v.shape is not None and m.axis < len(v.shape):

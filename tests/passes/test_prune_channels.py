@@ -237,6 +237,14 @@ def test_excluding_one_branch_protects_the_whole_coupled_group():
         _run(lift(proto), "prune-channels", exclude=NamePattern("E"), ratio=0.5)
 
 
+def _pruned_half(proto, samples, recovery, damping):
+    """Half the channels of ``proto`` pruned, with the given recovery; (model, record)."""
+    m = lift(proto)
+    session = Session(calibration=_calib(m, samples))
+    rec = _run(m, "prune-channels", session=session, ratio=0.5, recovery=recovery, damping=damping)
+    return m, rec
+
+
 def _calib(model, arrays):
     inputs = [v for v in model.graph.inputs]
     return CalibrationSet("test", inputs, len(arrays), lambda i: {"x": arrays[i]})
@@ -258,14 +266,8 @@ def test_least_squares_recovery_fits_removed_channels_back():
     feeds = {"x": r(g, 1, 3, 4, 4)}
     ref = run_ir(lift(proto), feeds)[0]
 
-    def pruned(recovery):
-        m = lift(proto)
-        session = Session(calibration=_calib(m, samples))
-        rec = _run(m, "prune-channels", session=session, ratio=0.5, recovery=recovery, damping=1e-7)
-        return m, rec
-
-    plain, _ = pruned("none")
-    fitted, rec = pruned("least-squares")
+    plain, _ = _pruned_half(proto, samples, "none", 1e-7)
+    fitted, rec = _pruned_half(proto, samples, "least-squares", 1e-7)
     assert weight(fitted, "A").shape[0] == 3 and weight(fitted, "C").shape[1] == 3
     err_plain = np.abs(run_ir(plain, feeds)[0] - ref).max()
     err_fit = np.abs(run_ir(fitted, feeds)[0] - ref).max()
@@ -458,14 +460,8 @@ def test_convtranspose_reading_removed_channels_is_refitted(kernel, stride, pads
     feeds = {"x": r(g, 1, 3, 4, 4)}
     ref = run_ir(lift(proto), feeds)[0]
 
-    def pruned(recovery):
-        m = lift(proto)
-        session = Session(calibration=_calib(m, samples))
-        rec = _run(m, "prune-channels", session=session, ratio=0.5, recovery=recovery, damping=0.0)
-        return m, rec
-
-    plain, _ = pruned("none")
-    fitted, rec = pruned("least-squares")
+    plain, _ = _pruned_half(proto, samples, "none", 0.0)
+    fitted, rec = _pruned_half(proto, samples, "least-squares", 0.0)
     assert weight(fitted, "T").shape == (3, 2, kernel, kernel)
     np.testing.assert_array_equal(weight(fitted, "T", 2), weight(plain, "T", 2))  # no bias change
     assert np.abs(run_ir(plain, feeds)[0] - ref).max() > 0.1
