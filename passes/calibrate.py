@@ -2,12 +2,13 @@
 
 The model, as it is when this pass runs, is run in onnxruntime with every observed tensor
 added as an output; each batch updates the observers and is then dropped, so memory does not
-grow with the number of samples (observers keep fixed-size state). Graph inputs are observed
-from the feeds. Batches concatenate samples on axis 0 when the model's batch dimension is
-dynamic (``calibration { batch N }``), else run one sample at a time. Progress (samples per
-second, ETA) goes to the session's progress callback, which the CLI draws. Histogram
-observers sample the bulk of each large tensor (their ``values`` parameter, per sample of the
-batch) and bin its tails, min and max from every value.
+grow with the number of samples (observers keep fixed-size state). A worker thread updates the
+observers with one batch while onnxruntime runs the next, when a batch's tensors are small.
+Graph inputs are observed from the feeds. Batches concatenate samples on axis 0 when the
+model's batch dimension is dynamic (``calibration { batch N }``), else run one sample at a
+time. Progress (samples per second, ETA) goes to the session's progress callback, which the
+CLI draws. Histogram observers sample the bulk of each large tensor (their ``values``
+parameter, per sample of the batch) and bin its tails, min and max from every value.
 
 The data comes from ``--calib PATH`` or the recipe's ``calibration`` block, opened and checked
 against the model by the compiler before any pass runs.
@@ -16,6 +17,7 @@ against the model by the compiler before any pass runs.
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import onnx
 import onnxruntime as ort
@@ -26,6 +28,10 @@ from qcc.frontend.ort_eval import session_options
 from qcc.ir import Graph
 from qcc.pipeline import PassContext, PassResult, register_pass
 from qcc.quant.plan import get_plan
+
+# The fetched tensors of one batch above which calibration does not overlap the next
+# onnxruntime run with the observers (which would hold two batches in memory).
+OVERLAP_BYTES = 128 << 20
 
 
 @register_pass("calibrate")
@@ -60,14 +66,33 @@ def calibrate(graph: Graph, ctx: PassContext, *, batch: int = 0) -> PassResult:
     advance = ctx.session.progress_bar(data.count, "calibrating")
     t0 = time.perf_counter()
     seen = 0
-    for n, feed in data.batches(batch or ctx.session.calibration_batch):
-        outs = sess.run(names, feed)
+
+    def observe(outs: list, feed: dict, n: int) -> None:
         for v, arr in zip(fetch, outs, strict=True):
             plan.observers[v][0].update(arr, n)
         for v in from_feed:
             plan.observers[v][0].update(feed[v.name], n)
-        seen += n
         advance(n)
+
+    # One worker thread feeds the observers batch k while onnxruntime runs batch k + 1 (both
+    # release the GIL for their heavy loops). Batches reach the observers in order, from one
+    # thread, so every observer sees the same sequence of updates as a serial loop. Two
+    # batches' tensors are alive at once only while they are small: above OVERLAP_BYTES
+    # (detection-size activations) the loop waits, so peak memory stays one batch.
+    with ThreadPoolExecutor(1, thread_name_prefix="qcc-observe") as pool:
+        pending: Future | None = None
+        size = 0
+        for n, feed in data.batches(batch or ctx.session.calibration_batch):
+            if pending is not None and size > OVERLAP_BYTES:
+                pending.result()
+            outs = sess.run(names, feed)
+            if pending is not None:
+                pending.result()
+            size = sum(a.nbytes for a in outs)
+            pending = pool.submit(observe, outs, feed, n)
+            seen += n
+        if pending is not None:
+            pending.result()
     plan.calibrated += seen
     seconds = time.perf_counter() - t0
     result = PassResult(changed=True)

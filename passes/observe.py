@@ -7,10 +7,11 @@ shared by a producer and its consumers takes the producer's scheme. Weights are 
 here: ``quantize`` reads their range from the constants directly.
 
 A tensor computed from another planned tensor by a non-decreasing scalar map (``x * c`` or
-``x / c`` with c > 0, ``x + b``, ``x - b``, ``Clip``) gets no observer when both use the same
-asymmetric min-max or percentile scheme: those ranges commute with such maps, so ``quantize``
-derives its range from its source's. The decomposed HardSwish (``x / 6``, ``+ 1/2``, clamp)
-is three such tensors per HardSwish, which no longer triple its calibration work.
+``x / c`` with c > 0, ``x + b``, ``x - b``, ``Clip``, ``Relu``) gets no observer when both use
+the same asymmetric min-max or percentile scheme: those ranges commute with such maps, so
+``quantize`` derives its range from its source's. The decomposed HardSwish (``x / 6``,
+``+ 1/2``, clamp) is three such tensors per HardSwish, which no longer triple its calibration
+work; a Relu after a Conv is one fetched tensor instead of two.
 
 ``on``/``exclude`` choose which nodes are planned (the others stay in float); ``where``
 clauses give the selected nodes other schemes (``where op(Softmax) { activations = a16 }``).
@@ -20,6 +21,8 @@ that are not float32, or inside subgraphs.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from google.protobuf.message import EncodeError
@@ -126,8 +129,9 @@ _ORDER_KINDS = ("minmax", "percentile")
 
 def _derived(graph: Graph, chosen: dict[Value, QuantScheme]) -> dict:
     """Tensors whose range follows exactly from another chosen tensor's: outputs of ``x * c``
-    and ``x / c`` (c > 0), ``x + b``, ``x - b`` and ``Clip(x, lo, hi)`` with scalar constants,
-    observed with the same min-max or percentile scheme. ``decompose-hardswish`` and
+    and ``x / c`` (c > 0), ``x + b``, ``x - b``, ``Clip(x, lo, hi)`` with scalar constants and
+    ``Relu(x)``, observed with the same min-max or percentile scheme. A Relu after a Conv is
+    one fetched tensor and one histogram instead of two. ``decompose-hardswish`` and
     ``decompose-hardsigmoid`` write each HardSwish as three such ops; observing them would
     triple the histogram work of a HardSwish network for ranges known in advance."""
     out: dict[Value, tuple[Value, str, float, float]] = {}
@@ -153,6 +157,9 @@ def _monotone_step(node: Node) -> tuple[Value, str, float, float] | None:
         return None
     op = node.op_type
     ins = node.inputs
+    if op == "Relu":  # Clip(x, 0, inf)
+        x = ins[0] if ins else None
+        return (x, "clip", 0.0, math.inf) if _is_activation(x) else None
     if op == "Clip":
         x = ins[0] if ins else None
         bounds = []

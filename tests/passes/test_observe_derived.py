@@ -79,3 +79,61 @@ def test_entropy_and_mse_schemes_still_observe_every_tensor():
     _, records = quantize(hardswish_chain(), feeds(), fuse=False, activations=mse)
     observe = next(r for r in records if r.name == "observe")
     assert "derived" not in observe.stats and observe.stats["tensors"] == 6
+
+
+def test_a_relu_after_a_conv_takes_the_conv_outputs_range_clamped_at_zero():
+    proto = make_model(
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"]),
+            helper.make_node("Relu", ["c"], ["r"]),
+            helper.make_node("Conv", ["r", "w2"], ["y"]),
+        ],
+        {"x": (F, [1, 4, 6, 6])},
+        {"y": (F, [1, 8, 6, 6])},
+        {
+            "w": RNG.standard_normal((8, 4, 1, 1)).astype(np.float32),
+            "w2": RNG.standard_normal((8, 8, 1, 1)).astype(np.float32),
+        },
+    )
+    data = feeds()
+    m, records = quantize(proto, data, fuse=False)
+    observe = next(r for r in records if r.name == "observe")
+    assert observe.stats["derived"] == 1 and observe.stats["tensors"] == 3  # x, c, y
+    with_taps = make_model(
+        [*proto.graph.node],
+        {"x": (F, [1, 4, 6, 6])},
+        {"y": (F, [1, 8, 6, 6]), "r": (F, [1, 8, 6, 6])},
+        {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer},
+    )
+    hi = max(float(ort_run(with_taps, f)[1].max()) for f in data)
+    want = compute_qparams(0.0, hi, QDType.UINT8, symmetric=False)
+    scale, zp = q_params(m, "r")
+    assert zp == int(want.zero_point) == 0
+    np.testing.assert_allclose(scale, float(want.scale), rtol=1e-6)
+
+
+def test_overlapped_calibration_feeds_the_observers_exactly_as_a_serial_loop(monkeypatch):
+    import qcc.passes.calibrate as calibrate
+
+    # a moving average depends on every batch and on their order
+    avg = QuantScheme(
+        "a8",
+        QDType.UINT8,
+        symmetric=False,
+        observer=ObserverSpec("moving_average", (("momentum", 0.5),)),
+    )
+
+    def params(limit, data):
+        monkeypatch.setattr(calibrate, "OVERLAP_BYTES", limit)
+        m = quantize(proto, data, fuse=False, activations=avg)[0]
+        return [v.const for n in m.graph for v in n.inputs if v is not None and v.const is not None]
+
+    proto, data = hardswish_chain(), feeds(8)
+    serial = params(-1, data)  # waits for the observers before each run
+    overlapped = params(1 << 30, data)
+    assert len(serial) == len(overlapped)
+    for x, y in zip(serial, overlapped, strict=True):
+        np.testing.assert_array_equal(x, y)
+    # the test can tell: the same batches in another order give other parameters
+    reordered = params(1 << 30, data[::-1])
+    assert any(not np.array_equal(x, y) for x, y in zip(serial, reordered, strict=True))
