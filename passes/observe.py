@@ -6,12 +6,14 @@ attaches an observer to each float activation tensor the node reads or writes; a
 shared by a producer and its consumers takes the producer's scheme. Weights are not observed
 here: ``quantize`` reads their range from the constants directly.
 
-A tensor computed from another planned tensor by a non-decreasing scalar map (``x * c`` or
-``x / c`` with c > 0, ``x + b``, ``x - b``, ``Clip``, ``Relu``) gets no observer when both use
-the same asymmetric min-max or percentile scheme: those ranges commute with such maps, so
-``quantize`` derives its range from its source's. The decomposed HardSwish (``x / 6``,
-``+ 1/2``, clamp) is three such tensors per HardSwish, which no longer triple its calibration
-work; a Relu after a Conv is one fetched tensor instead of two.
+A tensor computed from another planned tensor by a non-decreasing elementwise map (``x * c``
+or ``x / c`` with c > 0, ``x + b``, ``x - b``, ``Clip``, ``Relu``, ``Sigmoid``, ``Tanh``) or
+by an op that only rearranges its values (``Reshape``, ``Transpose``, ``Flatten``, ...) gets
+no observer when both use the same asymmetric min-max or percentile scheme: those ranges
+commute with such maps, so ``quantize`` derives its range from its source's. The decomposed
+HardSwish (``x / 6``, ``+ 1/2``, clamp) is three such tensors per HardSwish, which no longer
+triple its calibration work; a Relu or the Sigmoid of a SiLU after a Conv is one fetched
+tensor instead of two.
 
 ``on``/``exclude`` choose which nodes are planned (the others stay in float); ``where``
 clauses give the selected nodes other schemes (``where op(Softmax) { activations = a16 }``).
@@ -129,11 +131,12 @@ _ORDER_KINDS = ("minmax", "percentile")
 
 def _derived(graph: Graph, chosen: dict[Value, QuantScheme]) -> dict:
     """Tensors whose range follows exactly from another chosen tensor's: outputs of ``x * c``
-    and ``x / c`` (c > 0), ``x + b``, ``x - b``, ``Clip(x, lo, hi)`` with scalar constants and
-    ``Relu(x)``, observed with the same min-max or percentile scheme. A Relu after a Conv is
-    one fetched tensor and one histogram instead of two. ``decompose-hardswish`` and
-    ``decompose-hardsigmoid`` write each HardSwish as three such ops; observing them would
-    triple the histogram work of a HardSwish network for ranges known in advance."""
+    and ``x / c`` (c > 0), ``x + b``, ``x - b``, ``Clip(x, lo, hi)`` with scalar constants,
+    ``Relu``, ``Sigmoid`` and ``Tanh`` of ``x``, and ops that only rearrange ``x`` (Reshape,
+    Transpose, ...), observed with the same min-max or percentile scheme.
+    ``decompose-hardswish`` and ``decompose-hardsigmoid`` write each HardSwish as three such
+    ops, and a Relu or a SiLU's Sigmoid after a Conv is one: observing them would fetch and
+    bin tensors whose ranges are known in advance."""
     out: dict[Value, tuple[Value, str, float, float]] = {}
     for node in graph:
         y = node.outputs[0] if node.outputs else None
@@ -152,6 +155,12 @@ def _derived(graph: Graph, chosen: dict[Value, QuantScheme]) -> dict:
     return out
 
 
+# Ops whose output holds exactly the input's values, rearranged.
+_MOVES = frozenset(
+    ("Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "DepthToSpace", "SpaceToDepth")
+)
+
+
 def _monotone_step(node: Node) -> tuple[Value, str, float, float] | None:
     if node.domain:
         return None
@@ -160,6 +169,12 @@ def _monotone_step(node: Node) -> tuple[Value, str, float, float] | None:
     if op == "Relu":  # Clip(x, 0, inf)
         x = ins[0] if ins else None
         return (x, "clip", 0.0, math.inf) if _is_activation(x) else None
+    if op in _MOVES:  # the same values in another arrangement
+        x = ins[0] if ins else None
+        return (x, "scale", 1.0, 0.0) if _is_activation(x) else None
+    if op in ("Sigmoid", "Tanh"):  # increasing: the output's order statistics are f(input's)
+        x = ins[0] if ins else None
+        return (x, op.lower(), 0.0, 0.0) if _is_activation(x) else None
     if op == "Clip":
         x = ins[0] if ins else None
         bounds = []

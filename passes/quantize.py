@@ -533,6 +533,10 @@ class _Quantizer:
                 return r[0] * a, r[1] * a
             if op == "shift":
                 return r[0] + a, r[1] + a
+            if op == "sigmoid":
+                return float(_sigmoid(np.float32(r[0]))), float(_sigmoid(np.float32(r[1])))
+            if op == "tanh":
+                return float(np.tanh(np.float32(r[0]))), float(np.tanh(np.float32(r[1])))
             return min(max(r[0], a), b), min(max(r[1], a), b)
         entry = self.plan.observers.get(v)
         if entry is None:

@@ -29,8 +29,8 @@ class QuantPlan:
     # value -> (observer, scheme whose observer kind and type turn its statistics into a range)
     observers: dict[Value, tuple[Any, QuantScheme]] = dataclasses.field(default_factory=dict)
     # value -> (source, op, a, b): a tensor whose range follows from its source's by a
-    # monotone scalar map (op "scale": x * a; "shift": x + a; "clip": clamp to [a, b]); it has
-    # no observer of its own (see passes/observe.py)
+    # monotone scalar map (op "scale": x * a; "shift": x + a; "clip": clamp to [a, b];
+    # "sigmoid", "tanh"); it has no observer of its own (see passes/observe.py)
     derived: dict[Value, tuple[Value, str, float, float]] = dataclasses.field(default_factory=dict)
     calibrated: int = 0  # samples seen
     fp32_model: bytes | None = None  # the FP32 model as observed, for error reports

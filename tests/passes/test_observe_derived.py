@@ -137,3 +137,69 @@ def test_overlapped_calibration_feeds_the_observers_exactly_as_a_serial_loop(mon
     # the test can tell: the same batches in another order give other parameters
     reordered = params(1 << 30, data[::-1])
     assert any(not np.array_equal(x, y) for x, y in zip(serial, reordered, strict=True))
+
+
+def test_a_sigmoid_and_a_tanh_take_their_range_through_the_function():
+    proto = make_model(
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"]),
+            helper.make_node("Sigmoid", ["c"], ["s"]),
+            helper.make_node("Mul", ["c", "s"], ["y"]),  # a SiLU
+            helper.make_node("Tanh", ["c"], ["t"]),
+            helper.make_node("Add", ["y", "t"], ["z"]),
+        ],
+        {"x": (F, [1, 4, 6, 6])},
+        {"z": (F, [1, 8, 6, 6])},
+        {"w": (RNG.standard_normal((8, 4, 1, 1)) * 3).astype(np.float32)},
+    )
+    data = feeds()
+    m, records = quantize(proto, data, fuse=False, qopts={"saturation_cut": False})
+    observe = next(r for r in records if r.name == "observe")
+    assert observe.stats["derived"] == 2  # s, t
+    with_taps = make_model(
+        [*proto.graph.node],
+        {"x": (F, [1, 4, 6, 6])},
+        {"z": (F, [1, 8, 6, 6]), "s": (F, [1, 8, 6, 6]), "t": (F, [1, 8, 6, 6])},
+        {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer},
+    )
+    outs = [ort_run(with_taps, f) for f in data]
+    proto_c = make_model(
+        [proto.graph.node[0]],
+        {"x": (F, [1, 4, 6, 6])},
+        {"c": (F, [1, 8, 6, 6])},
+        {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer},
+    )
+    c_lo = min(float(ort_run(proto_c, f)[0].min()) for f in data)
+    c_hi = max(float(ort_run(proto_c, f)[0].max()) for f in data)
+    for name, k, f in (("s", 1, lambda v: 1 / (1 + np.exp(-v))), ("t", 2, np.tanh)):
+        # the parameters are those of f(the Conv output's range) ...
+        want = compute_qparams(float(f(c_lo)), float(f(c_hi)), QDType.UINT8, symmetric=False)
+        scale, zp = q_params(m, name)
+        assert zp == int(want.zero_point), name
+        np.testing.assert_allclose(scale, float(want.scale), rtol=1e-6, err_msg=name)
+        # ... which is the tensor's own range up to float32 rounding of f
+        lo = min(float(o[k].min()) for o in outs)
+        hi = max(float(o[k].max()) for o in outs)
+        np.testing.assert_allclose([lo, hi], [f(c_lo), f(c_hi)], atol=1e-6, err_msg=name)
+
+
+def test_ops_that_only_rearrange_values_share_their_inputs_range_without_an_observer():
+    proto = make_model(
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"]),
+            helper.make_node("Transpose", ["c"], ["t"], perm=[0, 2, 3, 1]),
+            helper.make_node("Reshape", ["t", "shape"], ["r"]),
+            helper.make_node("MatMul", ["r", "m"], ["y"]),
+        ],
+        {"x": (F, [1, 4, 6, 6])},
+        {"y": (F, [36, 3])},
+        {
+            "w": RNG.standard_normal((8, 4, 1, 1)).astype(np.float32),
+            "shape": np.array([36, 8], np.int64),
+            "m": RNG.standard_normal((8, 3)).astype(np.float32),
+        },
+    )
+    m, records = quantize(proto, feeds(), fuse=False)
+    observe = next(r for r in records if r.name == "observe")
+    assert observe.stats["derived"] == 2 and observe.stats["tensors"] == 3  # x, c, y
+    assert q_params(m, "t") == q_params(m, "r") == q_params(m, "c")
