@@ -450,7 +450,9 @@ def _mul_int(c: Call, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if c.arith == "xnnpack":
         scale = F32(F32(F32(qa.s) * F32(qb.s)) / F32(qy.s))
         return _requant_f32(p, scale, c)
-    real = np.float64(qa.s) * np.float64(qb.s) / np.float64(qy.s)
+    # mul.cc's Prepare: `double real_multiplier = input1->params.scale * input2->params.scale /
+    # output->params.scale` multiplies and divides the float scales in float32
+    real = np.float64(F32(F32(F32(qa.s) * F32(qb.s)) / F32(qy.s)))
     m, s = quantize_multiplier(float(real))
     return _finish(c, mbqm(p, m, s) + qy.zp)
 
