@@ -15,19 +15,10 @@ from qcc.interp.tflite.verify import random_feeds, verify_tflite
 from tests.backend.qdq import G
 from tests.backend.test_tflite_ops import CASES
 
-# LiteRT keeps some int8 ADDs with a constant operand out of XNNPACK by a rule not yet found
-# (a [1,1,1,C] or [1,H,1,1] constant: builtin kernels; [1,1,W,1]: XNNPACK); the values still
-# agree, so only the partition check fails. strict: fixing the rule turns this into a failure.
-_PARTITION_UNKNOWN = {("add_broadcast_const", "tflite-xnnpack")}
-
 
 @pytest.mark.parametrize("profile", ["tflite-xnnpack", "tflite-ref"])
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_interpreter_matches_litert_on_the_backends_output(
-    name: str, profile: str, request
-) -> None:
-    if (name, profile) in _PARTITION_UNKNOWN:
-        request.applymarker(pytest.mark.xfail(strict=True, reason="XNNPACK partition rule"))
+def test_interpreter_matches_litert_on_the_backends_output(name: str, profile: str) -> None:
     build, _, _ = CASES[name]
     g = G(seed=zlib.crc32(name.encode()) % 1000)
     build(g)
