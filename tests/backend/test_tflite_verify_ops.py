@@ -70,3 +70,20 @@ def test_strided_slices_are_written_with_unit_strides_so_xnnpack_takes_them():
     build(g)
     strides = _strided_slices(convert(g.model()))
     assert [s for s in strides if s != [1, 1, 1, 1]] == [[1, 1, 3, 1]]
+
+
+@pytest.mark.parametrize("name", ["add_broadcast_const", "mul_const_scalar", "sub_mul"])
+def test_per_tensor_tensors_are_written_with_quantized_dimension_0_so_xnnpack_takes_them(name):
+    from qcc.interp.tflite.delegate import xnnpack_takes
+    from tests.interp.tflite.builder import delegated_ops
+
+    build, _, _ = CASES[name]
+    g = G(seed=1)
+    build(g)
+    data = convert(g.model())
+    tfl = parse(data, "m.tflite")
+    per_tensor = [t for t in tfl.tensors if t.quant is not None and t.quant.per_tensor]
+    assert per_tensor and all(t.quant.dim == 0 for t in per_tensor)
+    binary = {op.index for op in tfl.operators if op.op in ("ADD", "SUB", "MUL")}
+    assert binary and binary <= delegated_ops(data)  # LiteRT runs them in XNNPACK ...
+    assert all(xnnpack_takes(tfl, op) for op in tfl.operators if op.index in binary)  # ... so do we

@@ -80,7 +80,13 @@ class Quant:
         z = np.asarray(zero_point, dtype=np.int64).reshape(-1)
         if z.size == 1 and s.size > 1:
             z = np.repeat(z, s.size)
-        return cls(tuple(float(v) for v in s), tuple(int(v) for v in z), int(axis))
+        # one scale: quantized_dimension 0. LiteRT's kernels ignore the field on a per-tensor
+        # tensor, but its XNNPACK delegate refuses an 8-bit activation whose field is not 0
+        # (xnnpack_delegate.cc, CheckTensor*Type): an ONNX DQ's axis copied here kept every
+        # ADD/SUB/MUL with a per-tensor constant out of XNNPACK.
+        return cls(
+            tuple(float(v) for v in s), tuple(int(v) for v in z), int(axis) if s.size > 1 else 0
+        )
 
     @property
     def per_tensor(self) -> bool:
