@@ -25,7 +25,9 @@ the multiset of values seen.
 
 from __future__ import annotations
 
+import functools
 import math
+import threading
 from typing import Protocol
 
 import numpy as np
@@ -129,16 +131,75 @@ def sample_stride(n: int, cap: int, period: int = 1) -> int:
     of a ``[T, C]`` sequence."""
     if cap <= 0 or n <= SAMPLE_ABOVE * cap:
         return 1
-    s = max(2, -(-n // cap))
+    return _prime_stride(max(2, -(-n // cap)), period)
+
+
+@functools.lru_cache(maxsize=1024)
+def _prime_stride(s: int, period: int) -> int:
+    """The smallest prime ``>= s`` that does not divide ``period`` (cached: a calibration
+    asks for the same few tensor shapes on every batch)."""
     while any(s % d == 0 for d in range(2, math.isqrt(s) + 1)) or period % s == 0:
         s += 1
     return s
+
+
+@functools.lru_cache(maxsize=64)
+def _min_exp(bins: int) -> int:
+    """The smallest ``exp`` whose bin scale ``bins / 2**exp`` is finite in float32: an
+    all-zero (or all-tiny) batch gets this range instead of an infinite scale, which put
+    every value in no bin at all (NaN or infinite indices)."""
+    e = -126
+    while math.ldexp(bins, -e) > _F32_MAX:
+        e += 1
+    return e
+
+
+# Binning scratch, per thread (observers are updated from any one thread at a time): the
+# float and index arrays of a binning pass are reused instead of allocated per call, which
+# cost as much as the arithmetic on them. Arrays above this many values are not kept.
+_SCRATCH_MAX = 1 << 18
+_scratch = threading.local()
+
+
+def _scratch_arrays(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """A float32 and an intp array of ``n`` values to overwrite (fresh above ``_SCRATCH_MAX``)."""
+    if n > _SCRATCH_MAX:
+        return np.empty(n, np.float32), np.empty(n, np.intp)
+    f = getattr(_scratch, "f", None)
+    if f is None or f.size < n:
+        f = _scratch.f = np.empty(max(n, 4096), np.float32)
+        _scratch.i = np.empty(f.size, np.intp)
+    return f[:n], _scratch.i[:n]
 
 
 def strided_sample(x: np.ndarray, stride: int) -> np.ndarray:
     """``x`` flattened, from ``stride // 2`` every ``stride``-th value."""
     flat = np.asarray(x).reshape(-1)
     return flat if stride == 1 else flat[stride // 2 :: stride]
+
+
+_ALL_INSIDE = np.uint64(0x0101010101010101)  # eight True bytes read as one uint64
+
+
+def _outside(x: np.ndarray, lo: np.float32, hi: np.float32) -> np.ndarray:
+    """The values of ``x`` (flat) not in ``[lo, hi]``, NaN included, in their order.
+
+    The tail is about 1% of ``x``: boolean indexing walks all of ``x`` value by value
+    (~0.7 ns a value here) while the comparisons are vectorized. So the mask is read eight
+    bytes at a time, and only the 8-value groups holding a tail value are gathered and
+    compacted (``np.take`` and ``np.flatnonzero``, both branch-free).
+    """
+    inside = np.greater_equal(x, lo)
+    inside &= np.less_equal(x, hi)
+    m = x.size - x.size % 8
+    groups = np.flatnonzero(inside[:m].view(np.uint64) != _ALL_INSIDE)
+    values = np.take(x[:m].reshape(-1, 8), groups, axis=0).reshape(-1)
+    keep = np.take(inside[:m].reshape(-1, 8), groups, axis=0).reshape(-1)
+    np.logical_not(keep, out=keep)
+    tail = np.take(values, np.flatnonzero(keep))
+    if m < x.size:
+        tail = np.concatenate([tail, x[m:][~inside[m:]]])
+    return tail
 
 
 class HistogramObserver:
@@ -180,13 +241,8 @@ class HistogramObserver:
             self.exp += 1
 
     def _min_exp(self) -> int:
-        """The smallest ``exp`` whose bin scale ``B / R`` is finite in float32: an all-zero
-        (or all-tiny) batch gets this range instead of an infinite scale, which put every
-        value in no bin at all (NaN or infinite indices)."""
-        e = -126
-        while math.ldexp(self.bins, -e) > _F32_MAX:
-            e += 1
-        return e
+        """The smallest ``exp`` whose bin scale ``B / R`` is finite in float32."""
+        return _min_exp(self.bins)
 
     def stride(self, size: int, samples: int = 1, period: int = 1) -> int:
         """The sampling stride of an update of ``samples`` samples with ``size`` values."""
@@ -198,48 +254,89 @@ class HistogramObserver:
         x = x.reshape(-1)
         if x.size == 0:
             return
-        lo, hi = float(x.min()), float(x.max())
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            x = x[np.isfinite(x)]
-            if x.size == 0:
-                return
+        stride = self.stride(x.size, samples, period)
+        if stride == 1:
             lo, hi = float(x.min()), float(x.max())
+            if math.isfinite(lo) and math.isfinite(hi):
+                self._take_range(lo, hi)
+                self._bin(x, 1)
+                return
+        elif self._update_sampled(x, stride):
+            return
+        # NaN and infinities are not binned and do not count towards the stride
+        x = x[np.isfinite(x)]
+        if x.size == 0:
+            return
+        stride = self.stride(x.size, samples, period)
+        if stride > 1:
+            self._update_sampled(x, stride)  # every value is finite now: it succeeds
+        else:
+            self._take_range(float(x.min()), float(x.max()))
+            self._bin(x, 1)
+
+    def _take_range(self, lo: float, hi: float) -> None:
+        """Widen min, max and the histogram's range to a batch's finite ``lo`` and ``hi``."""
         self.min, self.max = min(self.min, lo), max(self.max, hi)
         amax = max(abs(lo), abs(hi))
         # smallest power of two strictly above amax (so amax lands in the last bin, not past it)
-        exp = max(math.frexp(amax)[1] if amax > 0 else -126, self._min_exp())
+        exp = max(math.frexp(amax)[1] if amax > 0 else -126, _min_exp(self.bins))
         self._grow_to(max(exp, self.exp if self.exp is not None else exp))
-        stride = self.stride(x.size, samples, period)
-        if stride == 1:
-            self._bin(x, 1)
-            return
-        # The tails (below the 0.5th and above the 99.5th percentile of the strided values)
-        # are binned value by value: percentiles and clipping thresholds live there, on
-        # either side. The bulk between them comes from the strided values, each counting
-        # for `stride`. Everything depends on this batch alone: histograms merge exactly.
+
+    def _update_sampled(self, x: np.ndarray, stride: int) -> bool:
+        """Bin ``x`` (flat float32) sampled at ``stride``; False, with nothing changed, when
+        ``x`` holds a NaN or an infinity (the caller drops them and comes back).
+
+        The tails (below the 0.5th and above the 99.5th percentile of the strided values)
+        are binned value by value: percentiles and clipping thresholds live there, on either
+        side. The bulk between them comes from the strided values, each counting for
+        ``stride``. Everything depends on this batch alone: histograms merge exactly.
+        """
         sample = strided_sample(x, stride)
         k = int(sample.size * TAIL_FRACTION / 2)
-        t_lo, t_hi = np.partition(sample, [k, sample.size - 1 - k])[[k, sample.size - 1 - k]]
-        if lo < t_lo and hi > t_hi:
-            tail = x[(x < t_lo) | (x > t_hi)]
-        elif hi > t_hi:
-            tail = x[x > t_hi]
-        elif lo < t_lo:
-            tail = x[x < t_lo]
-        else:
-            tail = x[:0]
+        # a sort of a few thousand values is cheaper than a two-point partition here; the
+        # order statistics are the same values (at most the sign of a zero differs, and the
+        # thresholds only enter comparisons)
+        ordered = np.sort(sample)
+        t_lo, t_hi = ordered[k], ordered[sample.size - 1 - k]
+        if not (math.isfinite(t_lo) and math.isfinite(t_hi)):
+            return False
+        tail = _outside(x, t_lo, t_hi)
+        if tail.size and not np.isfinite(tail).all():
+            return False
+        # Min and max without two more passes: t_lo and t_hi are values of x, so the minimum
+        # is the tail's if it has a value below t_lo, else t_lo (likewise the maximum). A
+        # zero is recomputed over x: which of -0.0 and 0.0 numpy's reduction returns depends
+        # on where they sit in x, and the result must not depend on how it was found.
+        lo, hi = float(t_lo), float(t_hi)
+        if tail.size:
+            lo, hi = min(lo, float(tail.min())), max(hi, float(tail.max()))
+        if lo == 0.0:
+            lo = float(x.min())
+        if hi == 0.0:
+            hi = float(x.max())
+        self._take_range(lo, hi)
         self._bin(tail, 1)
-        self._bin(sample[(sample >= t_lo) & (sample <= t_hi)], stride)
+        # the strided values in [t_lo, t_hi], in sorted order (the counts do not depend on it)
+        bulk = ordered[np.searchsorted(ordered, t_lo) : np.searchsorted(ordered, t_hi, "right")]
+        self._bin(bulk, stride)
+        return True
 
     def _bin(self, x: np.ndarray, weight: int) -> None:
         if x.size == 0:
             return
         # B / R is a power of two, so x * (B / R) is exact in float32 and so is its floor; and
         # since |x| < R the bin index lies in [-B, B) without clipping
-        scaled = x * np.float32(math.ldexp(self.bins, -self.exp))
+        scaled, idx = _scratch_arrays(x.size)
+        np.multiply(x, np.float32(math.ldexp(self.bins, -self.exp)), out=scaled)
         np.floor(scaled, out=scaled)
-        idx = scaled.astype(np.intp)
-        idx += self.bins
+        if 2 * self.bins <= 1 << 24:
+            # floor(.) + B is an integer in [0, 2B]: exact in float32, so shift before the
+            # cast (a float32 add is cheaper than an int64 one)
+            np.add(scaled, np.float32(self.bins), out=scaled)
+            np.copyto(idx, scaled, casting="unsafe")
+        else:
+            np.copyto(idx, scaled, casting="unsafe")
+            idx += self.bins
         counts = np.bincount(idx, minlength=2 * self.bins)
         self.counts += counts if weight == 1 else weight * counts
 
