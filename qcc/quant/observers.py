@@ -117,7 +117,7 @@ _F32_MAX = float(np.finfo(np.float32).max)
 TAIL_FRACTION = 0.01
 
 
-# Sampling has a fixed cost (~0.1 ms: a partition, two masks, two bincounts) that binning
+# Sampling has a fixed cost (~0.1 ms: a sort, two comparisons, two bincounts) that binning
 # every value only exceeds above ~40 K values; so only tensors over this many times the
 # budget are sampled (their stride is then at least 17).
 SAMPLE_ABOVE = 16
