@@ -41,6 +41,22 @@ def feeds(n=6):
     return [{"x": RNG.standard_normal((1, 4, 6, 6)).astype(np.float32)} for _ in range(n)]
 
 
+def tap_ranges(proto, names, data):
+    """``{name: (min, max)}`` of the named tensors of ``proto`` over the feeds ``data`` (each
+    of shape [1, 8, 6, 6])."""
+    taps = make_model(
+        [*proto.graph.node],
+        {"x": (F, [1, 4, 6, 6])},
+        {n: (F, [1, 8, 6, 6]) for n in names},
+        {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer},
+    )
+    outs = [ort_run(taps, f) for f in data]
+    return {
+        n: (min(float(o[k].min()) for o in outs), max(float(o[k].max()) for o in outs))
+        for k, n in enumerate(names)
+    }
+
+
 def q_params(m, name):
     q = next(n for n in m.graph if n.op_type == "QuantizeLinear" and n.input(0).name == name)
     return float(q.input(1).const), int(q.input(2).const)
@@ -54,21 +70,14 @@ def test_scalar_map_outputs_take_their_range_from_the_source_observer():
     assert observe.stats["derived"] == 3  # m, a and g; c and y are observed
     assert observe.stats["tensors"] == 3  # x, c, y
     # the parameters are those of the tensors' own min/max on the calibration data
-    with_taps = make_model(
-        [*proto.graph.node],
-        {"x": (F, [1, 4, 6, 6])},
-        {"y": (F, [1, 8, 6, 6]), "m": (F, [1, 8, 6, 6]), "g": (F, [1, 8, 6, 6])},
-        {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer},
-    )
-    outs = [ort_run(with_taps, f) for f in data]
-    lo = min(float(o[1].min()) for o in outs)
-    hi = max(float(o[1].max()) for o in outs)
+    ranges = tap_ranges(proto, ["m", "g"], data)
+    lo, hi = ranges["m"]
     want = compute_qparams(lo, hi, QDType.UINT8, symmetric=False)
     scale, zp = q_params(m, "m")
     assert zp == int(want.zero_point)
     np.testing.assert_allclose(scale, float(want.scale), rtol=1e-6)
     # the clamp: absorbed into the gate's quantizer, its range inside [0, 1]
-    hi_g = max(float(o[2].max()) for o in outs)
+    hi_g = ranges["g"][1]
     scale, zp = q_params(m, "g")
     assert zp == 0 and np.float32(255) * np.float32(scale) <= np.float32(1.0)
     np.testing.assert_allclose(255 * scale, min(hi_g, 1.0), rtol=1e-6)
@@ -99,13 +108,7 @@ def test_a_relu_after_a_conv_takes_the_conv_outputs_range_clamped_at_zero():
     m, records = quantize(proto, data, fuse=False)
     observe = next(r for r in records if r.name == "observe")
     assert observe.stats["derived"] == 1 and observe.stats["tensors"] == 3  # x, c, y
-    with_taps = make_model(
-        [*proto.graph.node],
-        {"x": (F, [1, 4, 6, 6])},
-        {"y": (F, [1, 8, 6, 6]), "r": (F, [1, 8, 6, 6])},
-        {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer},
-    )
-    hi = max(float(ort_run(with_taps, f)[1].max()) for f in data)
+    hi = tap_ranges(proto, ["r"], data)["r"][1]
     want = compute_qparams(0.0, hi, QDType.UINT8, symmetric=False)
     scale, zp = q_params(m, "r")
     assert zp == int(want.zero_point) == 0
@@ -156,31 +159,16 @@ def test_a_sigmoid_and_a_tanh_take_their_range_through_the_function():
     m, records = quantize(proto, data, fuse=False, qopts={"saturation_cut": False})
     observe = next(r for r in records if r.name == "observe")
     assert observe.stats["derived"] == 2  # s, t
-    with_taps = make_model(
-        [*proto.graph.node],
-        {"x": (F, [1, 4, 6, 6])},
-        {"z": (F, [1, 8, 6, 6]), "s": (F, [1, 8, 6, 6]), "t": (F, [1, 8, 6, 6])},
-        {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer},
-    )
-    outs = [ort_run(with_taps, f) for f in data]
-    proto_c = make_model(
-        [proto.graph.node[0]],
-        {"x": (F, [1, 4, 6, 6])},
-        {"c": (F, [1, 8, 6, 6])},
-        {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer},
-    )
-    c_lo = min(float(ort_run(proto_c, f)[0].min()) for f in data)
-    c_hi = max(float(ort_run(proto_c, f)[0].max()) for f in data)
-    for name, k, f in (("s", 1, lambda v: 1 / (1 + np.exp(-v))), ("t", 2, np.tanh)):
+    ranges = tap_ranges(proto, ["c", "s", "t"], data)
+    c_lo, c_hi = ranges["c"]
+    for name, f in (("s", lambda v: 1 / (1 + np.exp(-v))), ("t", np.tanh)):
         # the parameters are those of f(the Conv output's range) ...
         want = compute_qparams(float(f(c_lo)), float(f(c_hi)), QDType.UINT8, symmetric=False)
         scale, zp = q_params(m, name)
         assert zp == int(want.zero_point), name
         np.testing.assert_allclose(scale, float(want.scale), rtol=1e-6, err_msg=name)
         # ... which is the tensor's own range up to float32 rounding of f
-        lo = min(float(o[k].min()) for o in outs)
-        hi = max(float(o[k].max()) for o in outs)
-        np.testing.assert_allclose([lo, hi], [f(c_lo), f(c_hi)], atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(ranges[name], [f(c_lo), f(c_hi)], atol=1e-6, err_msg=name)
 
 
 def test_ops_that_only_rearrange_values_share_their_inputs_range_without_an_observer():
