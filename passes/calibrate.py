@@ -90,6 +90,7 @@ def calibrate(graph: Graph, ctx: PassContext, *, batch: int = 0) -> PassResult:
                 pending.result()
             size = sum(a.nbytes for a in outs)
             pending = pool.submit(observe, outs, feed, n)
+            del outs  # the worker's reference is the last: freed once observed
             seen += n
         if pending is not None:
             pending.result()
