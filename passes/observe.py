@@ -155,10 +155,26 @@ def _derived(graph: Graph, chosen: dict[Value, QuantScheme]) -> dict:
     return out
 
 
-# Ops whose output holds exactly the input's values, rearranged.
-_MOVES = frozenset(
-    ("Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "DepthToSpace", "SpaceToDepth")
-)
+# One-input ops and the map they apply to a range: Relu is Clip(x, 0, inf); Sigmoid and Tanh
+# are increasing (the output's order statistics are f(the input's)); the rest hold exactly the
+# input's values, rearranged.
+_UNARY_STEPS: dict[str, tuple[str, float, float]] = {
+    "Relu": ("clip", 0.0, math.inf),
+    "Sigmoid": ("sigmoid", 0.0, 0.0),
+    "Tanh": ("tanh", 0.0, 0.0),
+    **{
+        op: ("scale", 1.0, 0.0)
+        for op in (
+            "Reshape",
+            "Transpose",
+            "Flatten",
+            "Squeeze",
+            "Unsqueeze",
+            "DepthToSpace",
+            "SpaceToDepth",
+        )
+    },
+}
 
 
 def _monotone_step(node: Node) -> tuple[Value, str, float, float] | None:
@@ -166,15 +182,9 @@ def _monotone_step(node: Node) -> tuple[Value, str, float, float] | None:
         return None
     op = node.op_type
     ins = node.inputs
-    if op == "Relu":  # Clip(x, 0, inf)
+    if op in _UNARY_STEPS:
         x = ins[0] if ins else None
-        return (x, "clip", 0.0, math.inf) if _is_activation(x) else None
-    if op in _MOVES:  # the same values in another arrangement
-        x = ins[0] if ins else None
-        return (x, "scale", 1.0, 0.0) if _is_activation(x) else None
-    if op in ("Sigmoid", "Tanh"):  # increasing: the output's order statistics are f(input's)
-        x = ins[0] if ins else None
-        return (x, op.lower(), 0.0, 0.0) if _is_activation(x) else None
+        return (x, *_UNARY_STEPS[op]) if _is_activation(x) else None
     if op == "Clip":
         x = ins[0] if ins else None
         bounds = []

@@ -447,13 +447,12 @@ def mul(c: Call, a, b):
 def _mul_int(c: Call, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     qa, qb, qy = c.ins[0].q, c.ins[1].q, c.out.q
     p = (a.astype(I64) - qa.zp) * (b.astype(I64) - qb.zp)
+    # both XNNPACK and mul.cc's Prepare (`double real_multiplier = input1->params.scale *
+    # input2->params.scale / output->params.scale`) multiply and divide the scales in float32
+    scale = F32(F32(F32(qa.s) * F32(qb.s)) / F32(qy.s))
     if c.arith == "xnnpack":
-        scale = F32(F32(F32(qa.s) * F32(qb.s)) / F32(qy.s))
         return _requant_f32(p, scale, c)
-    # mul.cc's Prepare: `double real_multiplier = input1->params.scale * input2->params.scale /
-    # output->params.scale` multiplies and divides the float scales in float32
-    real = np.float64(F32(F32(F32(qa.s) * F32(qb.s)) / F32(qy.s)))
-    m, s = quantize_multiplier(float(real))
+    m, s = quantize_multiplier(float(scale))
     return _finish(c, mbqm(p, m, s) + qy.zp)
 
 
