@@ -135,17 +135,22 @@ def compile_model(
     if str(output.parent) and not output.parent.is_dir():
         raise QccError(f"output directory {str(output.parent)!r} does not exist", path=output)
 
-    model = read_model(model_path)
-    model.verify()
-    if resolved is not None:
-        check_selectors(resolved, model)
     min_opset = target.min_opset if target is not None else None
     if backend != "onnx":  # per-channel DequantizeLinear needs 13, HardSwish 14
         min_opset = max(min_opset or 0, TFLITE_MIN_OPSET)
-    if target is not None and target.opset is not None:
-        model = convert_opset(model, target.opset)
-    elif min_opset is not None and model.opset < min_opset:
-        model = convert_opset(model, min_opset)
+
+    def wanted_opset(opset: int) -> int | None:
+        if target is not None and target.opset is not None:
+            return target.opset
+        return min_opset if min_opset is not None and opset < min_opset else None
+
+    model = read_model(model_path, opset=wanted_opset)
+    model.verify()
+    if resolved is not None:
+        check_selectors(resolved, model)
+    want = wanted_opset(model.opset)
+    if want is not None and want != model.opset:  # not converted on read (see read_model)
+        model = convert_opset(model, want)
     session = Session(progress=progress, backend="tflite" if backend != "onnx" else "onnx")
     config = resolved.calibration if resolved is not None else None
     uses = {get_pass(inv.name).data_use(inv.options) for inv in pipeline}

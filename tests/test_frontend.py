@@ -11,6 +11,7 @@ from qcc.errors import ModelError, QccError
 from qcc.frontend import lower_model, read_model, save_model, write_model
 from qcc.frontend import writer as writer_mod
 from qcc.ir import DType
+from qcc.ir.core import constant_value
 from tests.conftest import lift, make_model, ort_run, random_feeds
 
 F = TensorProto.FLOAT
@@ -168,6 +169,76 @@ def test_external_data_is_loaded_and_written(tmp_path):
     assert ort_run(str(out), feeds)[0].tobytes() == ort_run(proto, feeds)[0].tobytes()
     leftovers = [p.name for p in tmp_path.iterdir() if "qcc-tmp" in p.name]
     assert leftovers == []
+
+
+def _squeeze_v11() -> onnx.ModelProto:
+    """Squeeze's axes are an attribute at opset 11 and an input from 13 on."""
+    return make_model(
+        [
+            helper.make_node("Relu", ["x"], ["r"], name="relu"),
+            helper.make_node("Squeeze", ["r"], ["y"], axes=[0], name="squeeze"),
+        ],
+        {"x": (F, [1, 3])},
+        {"y": (F, [3])},
+        opset=11,
+    )
+
+
+def test_read_converts_the_protobuf_before_lifting(tmp_path):
+    src = tmp_path / "m.onnx"
+    onnx.save(_squeeze_v11(), src)
+    asked = []
+    m = read_model(src, opset=lambda v: asked.append(v) or 14)
+    assert asked == [11] and m.opset == 14
+    sq = next(n for n in m.graph if n.op_type == "Squeeze")
+    assert not sq.attrs and constant_value(sq.input(1)).tolist() == [0]  # axes: now an input
+    # the same model the old path (lift, lower, convert, re-lift) gives
+    from qcc.frontend import convert_opset
+
+    old = lower_model(convert_opset(read_model(src), 14))
+    assert lower_model(m).graph == old.graph
+    x = {"x": np.array([[-1.0, 0.5, 2.0]], np.float32)}
+    assert ort_run(lower_model(m), x)[0].tolist() == [0.0, 0.5, 2.0]
+
+
+def test_read_leaves_external_data_models_to_the_caller(tmp_path):
+    proto = conv_relu(co=16)
+    proto.opset_import[0].version = 11
+    src = tmp_path / "m.onnx"
+    onnx.save(proto, src, save_as_external_data=True, location="w.bin", size_threshold=0)
+    assert read_model(src, opset=lambda v: 14).opset == 11
+
+
+def test_compile_converts_an_external_data_model_after_reading(cli, tmp_path):
+    proto = conv_relu(co=16)
+    proto.opset_import[0].version = 11
+    src = tmp_path / "m.onnx"
+    onnx.save(proto, src, save_as_external_data=True, location="w.bin", size_threshold=0)
+    recipe = tmp_path / "r.q"
+    recipe.write_text("pipeline { eliminate-dead-code }\ntarget onnx { opset = 13 }\n")
+    code, _, stderr = cli("compile", src, "-r", recipe, "-o", tmp_path / "o.onnx")
+    assert code == 0, stderr
+    out = onnx.load(tmp_path / "o.onnx")
+    assert {o.domain: o.version for o in out.opset_import}[""] == 13
+    feeds = random_feeds(proto)
+    assert ort_run(out, feeds)[0].tobytes() == ort_run(conv_relu(co=16), feeds)[0].tobytes()
+
+
+def test_a_broken_model_gets_its_own_diagnostic_not_the_converters(cli, tmp_path):
+    # opset 11 -> 13 for a TFLite output, and a node reading a value nothing produces: the
+    # error names the dangling value, as it does when no conversion is asked for
+    proto = _squeeze_v11()
+    proto.graph.node[1].input[0] = "nowhere"
+    src = tmp_path / "m.onnx"
+    onnx.save(proto, src)
+    out = tmp_path / "o.onnx"
+    code, _, plain = cli("compile", src, "--passes", "eliminate-dead-code", "-o", out)
+    recipe = tmp_path / "r.q"
+    recipe.write_text("pipeline { eliminate-dead-code }\ntarget onnx { opset = 13 }\n")
+    code2, _, converted = cli("compile", src, "-r", recipe, "-o", out)
+    assert code == code2 == 2
+    assert "nowhere" in plain and converted == plain
+    assert not out.exists()
 
 
 def test_large_models_switch_to_external_data(tmp_path, monkeypatch):

@@ -15,9 +15,11 @@ Order of work, chosen so that bad input fails early and cheaply:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import onnx
@@ -47,13 +49,31 @@ class ShapeReport:
     partial: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # rank known only
 
 
-def read_model(path: str | os.PathLike[str]) -> Model:
-    """Read, check and lift the ONNX model at ``path``. Raises :class:`ModelError`."""
+def read_model(
+    path: str | os.PathLike[str], *, opset: Callable[[int], int | None] | None = None
+) -> Model:
+    """Read, check and lift the ONNX model at ``path``. Raises :class:`ModelError`.
+
+    ``opset``, called with the file's ai.onnx version, returns the version to convert the
+    model to (None: keep it). The protobuf is converted before it is lifted, which saves a
+    second lift and shape inference. A model with external data, or one the converter
+    refuses, is lifted as it is: the caller converts the lifted model with
+    :func:`qcc.frontend.opset.convert_opset`, after the model's own checks, so a broken
+    model gets their diagnostic rather than the converter's.
+    """
     from qcc.frontend.lift import lift_model
 
     p = Path(path)
     proto = load_proto(p)
     check_opsets(proto, p)
+    source = _ai_onnx_version(proto)
+    want = opset(source) if opset is not None and source is not None else None
+    if want is not None and want != source and not _has_external_data(proto):
+        from qcc.frontend.opset import convert_proto
+
+        # a refusal is reported by the caller's convert_opset, after the model's own checks
+        with contextlib.suppress(ModelError):
+            proto = convert_proto(proto, want, source=source, path=p)
     proto, report = infer_shapes(proto)
     check_external_data(proto, p)
     model = lift_model(proto, path=p)
@@ -107,9 +127,20 @@ def load_proto(path: Path) -> onnx.ModelProto:
     return proto
 
 
-def check_opsets(proto: onnx.ModelProto, path: Path) -> None:
+def _ai_onnx_version(proto: onnx.ModelProto) -> int | None:
     versions = {op.domain or "ai.onnx": op.version for op in proto.opset_import}
-    v = versions.get("ai.onnx")
+    return versions.get("ai.onnx")
+
+
+def _has_external_data(proto: onnx.ModelProto) -> bool:
+    return any(
+        t.data_location == onnx.TensorProto.EXTERNAL
+        for t in external_data_helper._get_all_tensors(proto)
+    )
+
+
+def check_opsets(proto: onnx.ModelProto, path: Path) -> None:
+    v = _ai_onnx_version(proto)
     if v is None:
         return  # only custom domains: nothing standard to check
     if v < MIN_OPSET or v > MAX_OPSET:
