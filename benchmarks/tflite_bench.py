@@ -35,7 +35,8 @@ The peer's virtualenv (TensorFlow never enters qcc's)::
 sng4onnx 2.0.1, psutil 5.9.5, numpy 1.26.4.) onnx2tf's one-call ``-oiqt`` path (what the
 Ultralytics exporter calls) runs the same TFLiteConverter with a representative dataset, but
 also writes float32, float16 and three more quantized .tflite files; the two steps here make
-only the one INT8 model, so the peer's time is a lower bound of that path's.
+only the one INT8 model, so the peer's time is a lower bound of that path's. ``--ultralytics``
+also times that one call as the Ultralytics exporter makes it (same calibration samples).
 
 The tables are written as Markdown and JSON under ``benchmarks/results/tflite-<stamp>.*``.
 Run from the repository root::
@@ -43,6 +44,7 @@ Run from the repository root::
     python benchmarks/tflite_bench.py                       # the seven zoo CNNs
     python benchmarks/tflite_bench.py --models digits_cnn,ppocr_cls_v2 --runs 50
     python benchmarks/tflite_bench.py --no-peer             # qcc only
+    python benchmarks/tflite_bench.py --ultralytics         # and the exporter's own call
 """
 
 from __future__ import annotations
@@ -86,7 +88,8 @@ METRICS = {  # the task metric each zoo model reports (its README)
 
 # The peer, run with the TensorFlow virtualenv's Python. argv: model, calibration .npy, output
 # .tflite, I/O type (float32|int8), work folder. Prints one JSON line with its phase times.
-PEER_JOB = r"""
+# _PEER_PREP imports and fixes up a copy of the model (both peer paths start with it).
+_PEER_PREP = r"""
 import json, os, re, sys, time
 t0 = time.perf_counter()
 src, calib, out, io, work = sys.argv[1:6]
@@ -136,6 +139,11 @@ src = os.path.join(work, "input.onnx")
 onnx.save(m, src)
 if fixed:
     print("fixed before onnx2tf:", ", ".join(fixed), file=sys.stderr)
+"""
+
+PEER_JOB = (
+    _PEER_PREP
+    + r"""
 model = onnx2tf.convert(input_onnx_file_path=src, output_folder_path=os.path.join(work, "o2t"),
                         overwrite_input_shape=[f"{name}:{shape}"], disable_model_save=True,
                         non_verbose=True)
@@ -187,6 +195,39 @@ print(json.dumps({"import_s": t_import, "onnx2tf_s": t_onnx2tf, "savedmodel_s": 
                   "input_shape": list(kshape), "tensorflow": tf.__version__,
                   "onnx2tf": onnx2tf.__version__}))
 """
+)
+
+# The same conversion as the Ultralytics exporter makes it (ultralytics/utils/export/
+# tensorflow.py, onnx2saved_model with int8): one onnx2tf call with -oiqt, calibration
+# images as one BHWC array with mean and std, onnxsim off, signature defs on. It writes the
+# SavedModel and seven .tflite files (float32, float16, dynamic range, integer, full integer,
+# two int16-activation variants); its integer one (float I/O) or full-integer one (int8 I/O)
+# is the result. Timed only: the two-step peer's .tflite is the one scored.
+PEER_ULTRALYTICS_JOB = (
+    _PEER_PREP
+    + r"""
+import glob
+calib_bhwc = os.path.join(work, "calibration_bhwc.npy")
+x = np.concatenate([np.asarray(d, np.float32) for d in data])  # [N, C, H, W]
+np.save(calib_bhwc, x.transpose(0, 2, 3, 1))
+c = x.shape[1]
+folder = os.path.join(work, "ultralytics")
+onnx2tf.convert(input_onnx_file_path=src, output_folder_path=folder, not_use_onnxsim=True,
+                verbosity="error", output_integer_quantized_tflite=True,
+                custom_input_op_name_np_data_path=[[name, calib_bhwc, np.zeros((1, 1, 1, c)),
+                                                    np.ones((1, 1, 1, c))]],
+                overwrite_input_shape=[f"{name}:{shape}"], output_signaturedefs=True)
+t_total = time.perf_counter() - t0
+want = "_full_integer_quant.tflite" if io == "int8" else "_integer_quant.tflite"
+made = sorted(glob.glob(os.path.join(folder, "*.tflite")))
+found = [f for f in made if f.endswith(want)]
+if found:
+    with open(found[0], "rb") as f, open(out, "wb") as g:
+        g.write(f.read())
+print(json.dumps({"import_s": t_import, "total_s": t_total, "tflite_files": len(made),
+                  "fixed": fixed}))
+"""
+)
 
 
 # --------------------------------------------------------------------------- LiteRT adapter
@@ -601,6 +642,31 @@ def ort_latency(paths: list[Path], feed: dict, runs: int, threads: int) -> list[
 # --------------------------------------------------------------------------- one model
 
 
+def run_peer(job: str, args, model: Path, calib: Path, out: Path, io: str, work: Path):
+    """Run a peer job with the TensorFlow virtualenv's Python in its own work folder; returns
+    (wall s, rusage, stdout, stderr)."""
+    pwork = work / f"{model.parent.name}.{out.stem.rsplit('.', 1)[-1]}"
+    pwork.mkdir(exist_ok=True)
+    # onnx2tf runs the onnxsim command of its own virtualenv
+    path = f"{args.venv_tf / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PATH": path}
+    python = str(args.venv_tf / "bin" / "python")
+    t0 = time.perf_counter()
+    with tempfile.TemporaryFile() as o, tempfile.TemporaryFile() as e:
+        proc = subprocess.Popen(
+            [python, "-c", job, str(model), str(calib), str(out), io, str(pwork)],
+            stdout=o,
+            stderr=e,
+            cwd=pwork,
+            env=env,
+        )
+        _, _, rusage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        o.seek(0)
+        e.seek(0)
+        return wall, rusage, o.read().decode(errors="replace"), e.read().decode(errors="replace")
+
+
 def _ratio(a, b, nd: int = 2):
     return round(a / b, nd) if a is not None and b else None
 
@@ -634,26 +700,7 @@ def bench_model(name: str, args, work: Path) -> dict:
     row["io"] = io
     if args.peer_ok:
         print(f"  {name}: onnx2tf + TFLiteConverter ({io} I/O) ...", flush=True)
-        pwork = work / f"{name}.peer"
-        pwork.mkdir(exist_ok=True)
-        job = [str(args.venv_tf / "bin" / "python"), "-c", PEER_JOB]
-        # onnx2tf runs the onnxsim command of its own virtualenv
-        path = f"{args.venv_tf / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PATH": path}
-        t0 = time.perf_counter()
-        with tempfile.TemporaryFile() as o, tempfile.TemporaryFile() as e:
-            proc = subprocess.Popen(
-                [*job, str(model), str(calib), str(out_p), io, str(pwork)],
-                stdout=o,
-                stderr=e,
-                cwd=pwork,
-                env=env,
-            )
-            _, _, rusage = os.wait4(proc.pid, 0)
-            wall = time.perf_counter() - t0
-            o.seek(0)
-            e.seek(0)
-            stdout, stderr = o.read().decode(errors="replace"), e.read().decode(errors="replace")
+        wall, rusage, stdout, stderr = run_peer(PEER_JOB, args, model, calib, out_p, io, work)
         row["peer_s"] = round(wall, 2)
         row["peer_rss_mb"] = round(rusage.ru_maxrss / 1024.0)
         info = [ln for ln in stdout.splitlines() if ln.startswith('{"import_s"')]
@@ -669,8 +716,24 @@ def bench_model(name: str, args, work: Path) -> dict:
         if not out_p.exists():
             row["peer_error"] = _last_line(stderr)
         (work / f"{name}.peer.log").write_text(stderr[-20000:])
+        if args.ultralytics:
+            print(f"  {name}: onnx2tf -oiqt as the Ultralytics exporter calls it ...", flush=True)
+            out_u = work / f"{name}.ultralytics.tflite"
+            wall, _, stdout, stderr = run_peer(
+                PEER_ULTRALYTICS_JOB, args, model, calib, out_u, io, work
+            )
+            info = [ln for ln in stdout.splitlines() if ln.startswith('{"import_s"')]
+            if out_u.exists() and info:
+                row["ultralytics_s"] = round(wall, 2)
+                row["ultralytics_tflite_files"] = json.loads(info[-1])["tflite_files"]
+            else:
+                row["ultralytics_error"] = _last_line(stderr)
+            (work / f"{name}.ultralytics.log").write_text(stderr[-20000:])
     elif args.peer_reason:
         row["peer_error"] = f"skipped: {args.peer_reason}"
+    if row.get("ultralytics_s") is not None and out_t.exists():
+        ultra = _ratio(row["ultralytics_s"], row["qcc_tflite_s"], 1)
+        row["conv_ratio_ultralytics_over_qcc"] = ultra
     if out_p.exists() and out_t.exists():
         row["conv_ratio_peer_over_qcc"] = _ratio(row["peer_s"], row["qcc_tflite_s"], 1)
         if row.get("peer_core_s") is not None:
@@ -759,9 +822,9 @@ def markdown(rows: list[dict], header: str) -> str:
         "Conversion (wall s, own process) and latency (median ms, alternating runs):",
         "",
         "| model | qcc .tflite s (passes; calibrate) | peer s (core) | peer / qcc | "
-        "peer core / qcc | LiteRT qcc ms | LiteRT peer ms | peer / qcc | "
-        "ORT qcc INT8 .onnx ms | ORT FP32 ms |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "peer core / qcc | Ultralytics' -oiqt s | -oiqt / qcc | LiteRT qcc ms | "
+        "LiteRT peer ms | peer / qcc | ORT qcc INT8 .onnx ms | ORT FP32 ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         peer = _c(r, "peer_s")
@@ -774,9 +837,14 @@ def markdown(rows: list[dict], header: str) -> str:
             qt += f" ({r['qcc_tflite_passes_s']}; {r['qcc_tflite_calibrate_s']})"
         if "qcc_tflite_error" in r:
             qt = f"failed after {qt} s: {r['qcc_tflite_error'][:80]}"
+        ultra = _c(r, "ultralytics_s")
+        if "ultralytics_error" in r:
+            ultra = f"failed: {r['ultralytics_error'][:60]}"
         out.append(
             f"| {r['model']} | {qt} | {peer} | {_c(r, 'conv_ratio_peer_over_qcc', '{}x')} | "
-            f"{_c(r, 'conv_ratio_peer_core_over_qcc', '{}x')} | {_c(r, 'qcc_tflite_litert_ms')} | "
+            f"{_c(r, 'conv_ratio_peer_core_over_qcc', '{}x')} | {ultra} | "
+            f"{_c(r, 'conv_ratio_ultralytics_over_qcc', '{}x')} | "
+            f"{_c(r, 'qcc_tflite_litert_ms')} | "
             f"{_c(r, 'peer_tflite_litert_ms')} | "
             f"{_c(r, 'litert_ratio_peer_over_qcc', '{}x')} | {_c(r, 'qcc_onnx_ort_ms')} | "
             f"{_c(r, 'fp32_ort_ms')} |"
@@ -818,6 +886,11 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2, help="LiteRT / onnxruntime threads")
     ap.add_argument("--venv-tf", type=Path, default=VENV_TF, help="virtualenv of the peer")
     ap.add_argument("--no-peer", action="store_true", help="qcc only")
+    ap.add_argument(
+        "--ultralytics",
+        action="store_true",
+        help="also time onnx2tf -oiqt as the Ultralytics exporter calls it (~1-2 min a model)",
+    )
     ap.add_argument("--no-metric", action="store_true", help="skip the task metric")
     ap.add_argument("--keep", type=Path, help="keep the built models in this folder")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
