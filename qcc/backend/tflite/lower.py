@@ -201,6 +201,7 @@ class Lowering:
         self._float_of: dict[str, Act] = {}
         self._moves: dict[tuple[int, tuple[int, ...]], Act] = {}
         self.transposes: list[str] = []  # the tensors layout had to transpose
+        self._q_quants: dict[int, Quant] = {}  # id(QuantizeLinear) -> its parameters
 
     # -- entry -----------------------------------------------------------------------------
 
@@ -304,6 +305,13 @@ class Lowering:
     # -- Q and DQ --------------------------------------------------------------------------------
 
     def _q_quant(self, q: onnx.NodeProto) -> Quant:
+        """The parameters of the int8 activation ``q`` writes (asked several times per Q)."""
+        quant = self._q_quants.get(id(q))
+        if quant is None:
+            quant = self._q_quants[id(q)] = self._read_q_quant(q)
+        return quant
+
+    def _read_q_quant(self, q: onnx.NodeProto) -> Quant:
         scale, zp, _axis, dtype = _qparams(self.g, q, "QuantizeLinear")
         if dtype != np.int8:
             raise self.g.error(

@@ -84,9 +84,7 @@ class Quant:
         # tensor, but its XNNPACK delegate refuses an 8-bit activation whose field is not 0
         # (xnnpack_delegate.cc, CheckTensor*Type): an ONNX DQ's axis copied here kept every
         # ADD/SUB/MUL with a per-tensor constant out of XNNPACK.
-        return cls(
-            tuple(float(v) for v in s), tuple(int(v) for v in z), int(axis) if s.size > 1 else 0
-        )
+        return cls(tuple(s.tolist()), tuple(z.tolist()), int(axis) if s.size > 1 else 0)
 
     @property
     def per_tensor(self) -> bool:
