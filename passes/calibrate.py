@@ -16,6 +16,7 @@ against the model by the compiler before any pass runs.
 
 from __future__ import annotations
 
+import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -56,11 +57,23 @@ def calibrate(graph: Graph, ctx: PassContext, *, batch: int = 0) -> PassResult:
             proto.graph.output.append(onnx.ValueInfoProto(name=v.name))
             existing.add(v.name)
     fetch = [v for v in wanted if v.name not in graph_inputs]
-    sess = ort.InferenceSession(
-        proto.SerializeToString(),
-        session_options(optimize=True),
-        providers=["CPUExecutionProvider"],
-    )
+    model_bytes = proto.SerializeToString()
+    sessions: dict[bool, ort.InferenceSession] = {}
+
+    def session(overlapped: bool) -> ort.InferenceSession:
+        # While the worker observes one batch and onnxruntime runs the next, onnxruntime gets
+        # one core less than the machine: a thread of its own on the worker's core only slows
+        # both (2 cores: ppocrv4_rec calibrates in 3.9 s instead of 5.1, ppocr_cls_v2 0.53
+        # instead of 0.65). Batches too large to overlap run with every core.
+        if overlapped not in sessions:
+            threads = max(1, _cores() - 1) if overlapped else 0
+            sessions[overlapped] = ort.InferenceSession(
+                model_bytes,
+                session_options(optimize=True, threads=threads),
+                providers=["CPUExecutionProvider"],
+            )
+        return sessions[overlapped]
+
     names = [v.name for v in fetch]
     from_feed = [v for v in wanted if v.name in graph_inputs]
     advance = ctx.session.progress_bar(data.count, "calibrating")
@@ -85,7 +98,7 @@ def calibrate(graph: Graph, ctx: PassContext, *, batch: int = 0) -> PassResult:
         for n, feed in data.batches(batch or ctx.session.calibration_batch):
             if pending is not None and size > OVERLAP_BYTES:
                 pending.result()
-            outs = sess.run(names, feed)
+            outs = session(size <= OVERLAP_BYTES).run(names, feed)
             if pending is not None:
                 pending.result()
             size = sum(a.nbytes for a in outs)
@@ -100,3 +113,11 @@ def calibrate(graph: Graph, ctx: PassContext, *, batch: int = 0) -> PassResult:
     result.stats.update(samples=seen, tensors=len(wanted))
     result.note(f"{seen} samples in {seconds:.2f} s ({seen / max(seconds, 1e-9):.1f} samples/s)")
     return result
+
+
+def _cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1

@@ -142,6 +142,29 @@ def test_overlapped_calibration_feeds_the_observers_exactly_as_a_serial_loop(mon
     assert any(not np.array_equal(x, y) for x, y in zip(serial, reordered, strict=True))
 
 
+def test_onnxruntime_gets_one_core_less_while_the_observers_run_beside_it(monkeypatch):
+    import onnxruntime as ort
+    import qcc.passes.calibrate as calibrate
+
+    threads = []
+
+    class Recording(ort.InferenceSession):
+        def __init__(self, model, options, **kw):
+            threads.append(options.intra_op_num_threads)
+            super().__init__(model, options, **kw)
+
+    monkeypatch.setattr(calibrate.ort, "InferenceSession", Recording)
+    monkeypatch.setattr(calibrate, "_cores", lambda: 4)
+    proto, data = hardswish_chain(), feeds(4)
+    quantize(proto, data, fuse=False)
+    assert threads == [3]  # small batches: every run overlaps an update
+    threads.clear()
+    monkeypatch.setattr(calibrate, "OVERLAP_BYTES", 0)  # every batch too large to overlap
+    quantize(proto, data, fuse=False)
+    # the first run, before any batch size is known, then onnxruntime's own choice (0)
+    assert threads == [3, 0]
+
+
 def test_a_sigmoid_and_a_tanh_take_their_range_through_the_function():
     proto = make_model(
         [
