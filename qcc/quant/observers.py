@@ -325,9 +325,16 @@ class HistogramObserver:
         if x.size == 0:
             return
         # B / R is a power of two, so x * (B / R) is exact in float32 and so is its floor; and
-        # since |x| < R the bin index lies in [-B, B) without clipping
+        # since |x| < R the bin index lies in [-B, B) without clipping. Past R = B the product
+        # of a tiny value can underflow: a negative one to -0.0, whose floor is bin 0 where
+        # floor(x * B / R) is -1, as at any narrower range. It is put back in bin -1, so that
+        # a histogram is the same whether its range grew before or after a batch came, and
+        # merges are exact.
+        scale = math.ldexp(self.bins, -self.exp)
         scaled, idx = _scratch_arrays(x.size)
-        np.multiply(x, np.float32(math.ldexp(self.bins, -self.exp)), out=scaled)
+        np.multiply(x, np.float32(scale), out=scaled)
+        if scale < 1.0:
+            scaled[(scaled == 0) & (x < 0)] = -1.0
         np.floor(scaled, out=scaled)
         if 2 * self.bins <= 1 << 24:
             # floor(.) + B is an integer in [0, 2B]: exact in float32, so shift before the

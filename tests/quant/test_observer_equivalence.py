@@ -96,6 +96,7 @@ class _Reference:
         if x.size == 0:
             return
         scaled = x * np.float32(math.ldexp(self.bins, -self.exp))
+        scaled[(scaled == 0) & (x < 0)] = -1.0  # an underflow to -0.0: floor(x * B / R) is -1
         np.floor(scaled, out=scaled)
         idx = scaled.astype(np.intp)
         idx += self.bins

@@ -75,6 +75,28 @@ def test_histogram_merge_equals_one_observer_fed_everything(sizes, scales, seed)
     assert (a.min, a.max) == (whole.min, whole.max)
 
 
+@pytest.mark.parametrize("bins", [128, 2048])
+def test_tiny_negative_values_keep_their_bin_when_the_range_grows_past_the_bin_count(bins):
+    # beyond R = bins, x * bins / R of a negative subnormal underflows to -0.0; it still
+    # belongs in bin -1, where it lands when binned at a narrower range and then re-binned
+    tiny = -np.array([1e-45, 3e-42, 1e-39], np.float32)
+    wide = np.array([-3.0, 5e4, 1e9], np.float32)
+    one = HistogramObserver(bins)
+    for x in (tiny, wide):  # binned narrow, then the range grows
+        one.update(x)
+    other = HistogramObserver(bins)
+    for x in (wide, tiny):  # binned at the wide range directly
+        other.update(x)
+    merged = HistogramObserver(bins)
+    merged.update(tiny)
+    late = HistogramObserver(bins)
+    late.update(wide)
+    merged.merge(late)
+    for h in (other, merged):
+        assert h.exp == one.exp and np.array_equal(h.counts, one.counts)
+    assert one.counts[bins - 1] == 4  # the three tiny values and -3.0 at this range
+
+
 def test_percentile_clips_the_tail():
     x = np.concatenate([np.linspace(-1, 1, 100_000), [50.0]]).astype(np.float32)
     h = HistogramObserver()
